@@ -1,0 +1,93 @@
+"""Shape checks and weighted reductions shared by losses and metrics (private)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jnn._typing import Array, ArrayLike
+
+Reduction = Literal["mean", "sum", "none"]
+
+
+def as_array(name: str, what: str, x: ArrayLike) -> Array:
+    """``x`` as a numeric ``jax.Array``, or a TypeError naming the argument."""
+    if isinstance(x, jax.Array):
+        arr = x
+    else:
+        np_x = np.asarray(x)
+        if np_x.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{name}: {what} must be numeric, got dtype {np_x.dtype}. Convert it with "
+                "np.asarray(..., dtype=np.float32) (or an integer dtype for class labels)."
+            )
+        arr = jnp.asarray(np_x)
+    if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_):
+        raise TypeError(f"{name}: {what} must be numeric, got dtype {arr.dtype}.")
+    return arr
+
+
+def check_same_shape(name: str, pred: Array, target: Array) -> None:
+    """Refuse broadcasting: ``pred`` and ``target`` must have one shape."""
+    if pred.shape != target.shape:
+        hint = ""
+        if pred.shape == (*target.shape, 1):
+            hint = f" Reshape the labels with labels.reshape({', '.join(map(str, pred.shape))})."
+        elif target.shape == (*pred.shape, 1):
+            hint = " Reshape the labels with labels.squeeze(-1)."
+        raise ValueError(
+            f"{name}: shape mismatch: predictions {tuple(pred.shape)} vs labels "
+            f"{tuple(target.shape)}. jnn never broadcasts them against each other (an (N, 1) "
+            f"output and (N,) labels would silently give an (N, N) loss).{hint or ' Make both shapes equal.'}"
+        )
+
+
+def weighted_reduce(
+    name: str,
+    values: Array,
+    *,
+    weights: ArrayLike | None,
+    mask: ArrayLike | None,
+    reduction: Reduction = "mean",
+) -> Array:
+    """Reduce per-element ``values`` with optional per-example weights and mask.
+
+    ``weights`` and ``mask`` must have exactly the leading shape of ``values``
+    (e.g. ``(N,)`` for ``(N, 1)`` values). Trailing axes are averaged per
+    example; the ``"mean"`` is then ``sum(w * l) / sum(w)``, so masked-out
+    examples count for nothing, and an all-zero weight gives 0, not NaN.
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+    w = None
+    for what, extra in (("weights", weights), ("mask", mask)):
+        if extra is None:
+            continue
+        extra = as_array(name, what, extra)
+        if extra.shape != values.shape[: extra.ndim]:
+            raise ValueError(
+                f"{name}: {what} of shape {tuple(extra.shape)} must match the leading "
+                f"(per-example) axes of the loss values {tuple(values.shape)}, e.g. "
+                f"{tuple(values.shape[:1])}. Nothing is broadcast."
+            )
+        extra = extra.astype(values.dtype)
+        w = extra if w is None else _expand_to(w, extra.ndim) * _expand_to(extra, w.ndim)
+    if w is None:
+        if reduction == "mean":
+            return jnp.mean(values)
+        return jnp.sum(values) if reduction == "sum" else values
+    per_example = jnp.mean(values, axis=tuple(range(w.ndim, values.ndim))) if values.ndim > w.ndim else values
+    if reduction == "none":
+        return per_example * w
+    total = jnp.sum(per_example * w)
+    if reduction == "sum":
+        return total
+    denom = jnp.sum(w)
+    return jnp.where(denom > 0, total / jnp.where(denom > 0, denom, 1.0), 0.0)
+
+
+def _expand_to(x: Array, ndim: int) -> Array:
+    return x.reshape(x.shape + (1,) * max(0, ndim - x.ndim))

@@ -1,0 +1,187 @@
+"""Activation functions by name, and activation layers (private module).
+
+Every function here is ``jax.nn``'s, with one exception: ``"sigmoid"`` is
+:func:`sigmoid`, whose value is ``jax.nn.sigmoid``'s but whose derivative has a
+floor of ``EPS * (1 - EPS)``. Together with :func:`jnn.losses.bce`, which clips
+probabilities to ``[EPS, 1 - EPS]``, this makes a sigmoid output trained with
+BCE behave like the logits form at saturation: the two ``EPS`` factors cancel
+and the gradient with respect to the logits stays ``~ p - y`` instead of
+underflowing to zero (``sigmoid(1e4)`` is exactly 1.0 in float32).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from jnn._typing import ActivationLike, Array
+from jnn.layers._base import Layer, close_match
+
+#: Probability clipping used by sigmoid's gradient floor and by the BCE losses.
+EPS = 1e-7
+
+
+@jax.custom_jvp
+def sigmoid(x: Array) -> Array:
+    """``jax.nn.sigmoid`` with a gradient that never underflows to exactly zero.
+
+    The derivative is ``max(s * (1 - s), EPS * (1 - EPS))``: identical to the
+    true one wherever ``s`` is inside ``[EPS, 1 - EPS]``. See the module
+    docstring for why (BCE on saturated sigmoid outputs).
+
+    Example:
+      >>> import jax, jnn
+      >>> float(jax.grad(jnn.layers.sigmoid)(0.0))
+      0.25
+      >>> float(jax.grad(jnn.layers.sigmoid)(1e4)) > 0
+      True
+    """
+    return jax.nn.sigmoid(x)
+
+
+@sigmoid.defjvp
+def _sigmoid_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    s = jax.nn.sigmoid(x)
+    # s * (1 - s) written as sigmoid(x) * sigmoid(-x) keeps precision for x >> 0.
+    slope = jnp.maximum(s * jax.nn.sigmoid(-x), EPS * (1.0 - EPS))
+    return s, slope * dx
+
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "linear": lambda x: x,
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "sigmoid": sigmoid,
+    "tanh": jnp.tanh,
+    "gelu": jax.nn.gelu,
+    "softmax": jax.nn.softmax,
+    "log_softmax": jax.nn.log_softmax,
+    "leaky_relu": jax.nn.leaky_relu,
+    "elu": jax.nn.elu,
+    "celu": jax.nn.celu,
+    "selu": jax.nn.selu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "mish": jax.nn.mish,
+    "softplus": jax.nn.softplus,
+    "soft_sign": jax.nn.soft_sign,
+    "hard_tanh": jax.nn.hard_tanh,
+    "hard_sigmoid": jax.nn.hard_sigmoid,
+    "log_sigmoid": jax.nn.log_sigmoid,
+}
+
+
+def get_activation(activation: ActivationLike) -> Callable[[Array], Array]:
+    """Resolve an activation given by name, as a callable, or ``None`` (identity).
+
+    Raises:
+      ValueError: for an unknown name, listing the known ones and the closest.
+      TypeError: for anything that is neither a string, a callable nor None.
+
+    Example:
+      >>> import jnn
+      >>> jnn.layers.get_activation("relu")(-1.0)
+      Array(0., dtype=float32, weak_type=True)
+    """
+    if activation is None:
+        return ACTIVATIONS["linear"]
+    if isinstance(activation, str):
+        try:
+            return ACTIVATIONS[activation]
+        except KeyError:
+            raise ValueError(
+                f"Unknown activation {activation!r}.{close_match(activation, ACTIVATIONS)} "
+                f"Known: {', '.join(sorted(ACTIVATIONS))}; or pass any callable."
+            ) from None
+    if callable(activation):
+        return activation
+    raise TypeError(
+        f"activation must be a name, a callable or None, got {type(activation).__name__}."
+    )
+
+
+def _elementwise(fn: Callable[[Array], Array], kind: str) -> Layer:
+    """A parameter-free layer applying ``fn``; ``kind`` names it in combinators."""
+
+    def init(key, input_shape):
+        del key
+        return tuple(input_shape), {}
+
+    def apply(params, x, *, key=None, train=False):
+        del params, key, train
+        return fn(x)
+
+    # serial() names children after their constructor ("relu_0", "sigmoid_1").
+    init.__qualname__ = f"{kind}.<locals>.init"
+    return Layer(init, apply)
+
+
+def Activation(activation: ActivationLike) -> Layer:
+    """A parameter-free layer applying ``activation`` (a name or a callable).
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> layer = jnn.Activation("relu")
+      >>> layer.apply({}, jnp.array([-1.0, 2.0]))
+      Array([0., 2.], dtype=float32)
+    """
+    return _elementwise(get_activation(activation), "Activation")
+
+
+def Relu() -> Layer:
+    """``jax.nn.relu`` as a layer."""
+    return _elementwise(jax.nn.relu, "Relu")
+
+
+def Sigmoid() -> Layer:
+    """:func:`sigmoid` (``jax.nn.sigmoid`` value, floored gradient) as a layer."""
+    return _elementwise(sigmoid, "Sigmoid")
+
+
+def Tanh() -> Layer:
+    """``jnp.tanh`` as a layer."""
+    return _elementwise(jnp.tanh, "Tanh")
+
+
+def Gelu(approximate: bool = True) -> Layer:
+    """``jax.nn.gelu`` as a layer."""
+    return _elementwise(partial(jax.nn.gelu, approximate=approximate), "Gelu")
+
+
+def Elu(alpha: float = 1.0) -> Layer:
+    """``jax.nn.elu`` as a layer."""
+    return _elementwise(partial(jax.nn.elu, alpha=alpha), "Elu")
+
+
+def LeakyRelu(negative_slope: float = 0.01) -> Layer:
+    """``jax.nn.leaky_relu`` as a layer."""
+    return _elementwise(partial(jax.nn.leaky_relu, negative_slope=negative_slope), "LeakyRelu")
+
+
+def Selu() -> Layer:
+    """``jax.nn.selu`` as a layer."""
+    return _elementwise(jax.nn.selu, "Selu")
+
+
+def Silu() -> Layer:
+    """``jax.nn.silu`` (swish) as a layer."""
+    return _elementwise(jax.nn.silu, "Silu")
+
+
+def Softplus() -> Layer:
+    """``jax.nn.softplus`` as a layer."""
+    return _elementwise(jax.nn.softplus, "Softplus")
+
+
+def Softmax(axis: int = -1) -> Layer:
+    """``jax.nn.softmax`` over ``axis`` as a layer."""
+    return _elementwise(partial(jax.nn.softmax, axis=axis), "Softmax")
+
+
+def LogSoftmax(axis: int = -1) -> Layer:
+    """``jax.nn.log_softmax`` over ``axis`` as a layer."""
+    return _elementwise(partial(jax.nn.log_softmax, axis=axis), "LogSoftmax")

@@ -1,0 +1,204 @@
+"""The layer contract: a NamedTuple of two pure functions (private module).
+
+A :class:`Layer` is ``(init, apply)``::
+
+    init(key, input_shape) -> (output_shape, params)
+    apply(params, x, *, key=None, train=False) -> y
+
+A :class:`StatefulLayer` carries non-trainable state (BatchNorm's running
+statistics) next to its params, apart from them, so an optimizer never sees it::
+
+    init(key, input_shape) -> (output_shape, params, state)
+    apply(params, state, x, *, key=None, train=False) -> (y, new_state)
+
+Combinators return a :class:`StatefulLayer` as soon as one child is stateful
+and a plain :class:`Layer` otherwise, so a stateless model keeps the
+two-function contract exactly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jnn._typing import Array, Params, PRNGKey, Shape, State
+
+
+class Layer(NamedTuple):
+    """A stateless layer or model: a pair of pure functions.
+
+    Attributes:
+      init: ``init(key, input_shape) -> (output_shape, params)``. ``input_shape``
+        may hold ``-1`` or ``None`` for the batch dimension; shapes are inferred
+        without running the network.
+      apply: ``apply(params, x, *, key=None, train=False) -> y``. Works on any
+        leading batch dimensions. ``key`` is needed only by stochastic layers
+        in training mode.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jnn
+      >>> layer = jnn.Dense(3)
+      >>> out_shape, params = layer.init(jax.random.key(0), (-1, 2))
+      >>> out_shape
+      (-1, 3)
+      >>> layer.apply(params, jnp.ones((5, 2))).shape
+      (5, 3)
+    """
+
+    init: Callable[..., tuple[Shape, Params]]
+    apply: Callable[..., Any]
+
+
+class StatefulLayer(NamedTuple):
+    """A layer with non-trainable state (e.g. BatchNorm running statistics).
+
+    Attributes:
+      init: ``init(key, input_shape) -> (output_shape, params, state)``.
+      apply: ``apply(params, state, x, *, key=None, train=False) -> (y, state)``.
+        The returned state is the updated one in training mode and the input
+        state, unchanged, in evaluation mode.
+    """
+
+    init: Callable[..., tuple[Shape, Params, State]]
+    apply: Callable[..., tuple[Any, State]]
+
+
+AnyLayer = Layer | StatefulLayer
+
+
+def is_stateful(layer: AnyLayer) -> bool:
+    """Whether ``layer`` carries state apart from its params.
+
+    Example:
+      >>> import jnn
+      >>> jnn.is_stateful(jnn.Dense(2))
+      False
+    """
+    return isinstance(layer, StatefulLayer)
+
+
+def stateful(layer: AnyLayer) -> StatefulLayer:
+    """Lift any layer to the :class:`StatefulLayer` signature (empty state).
+
+    A stateful layer is returned unchanged. This is how combinators and
+    :func:`jnn.fit` treat every model uniformly.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jnn
+      >>> layer = jnn.stateful(jnn.Dense(2))
+      >>> shape, params, state = layer.init(jax.random.key(0), (-1, 3))
+      >>> y, state = layer.apply(params, state, jnp.ones((1, 3)))
+      >>> state
+      {}
+    """
+    if isinstance(layer, StatefulLayer):
+        return layer
+    _check_layer(layer)
+
+    def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params, State]:
+        out_shape, params = layer.init(key, input_shape)
+        return out_shape, params, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        return layer.apply(params, x, key=key, train=train), state
+
+    return StatefulLayer(init, apply)
+
+
+def _check_layer(layer: Any, where: str = "") -> None:
+    if not isinstance(layer, (Layer, StatefulLayer)):
+        got = type(layer).__name__
+        hint = " (did you forget to call it, e.g. jnn.Relu() instead of jnn.Relu?)" if callable(
+            layer
+        ) else ""
+        raise TypeError(f"{where}expected a jnn.Layer or jnn.StatefulLayer, got {got}{hint}.")
+
+
+def layer_kind(layer: AnyLayer) -> str:
+    """A snake_case name for ``layer``'s constructor (``Dense`` -> ``"dense"``).
+
+    Used to name children in combinators' params dicts.
+    """
+    qualname = getattr(layer.init, "__qualname__", "")
+    head = qualname.split(".<locals>")[0].split(".")[0]
+    if not head or not head.isidentifier() or head == "<lambda>":
+        return "layer"
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", head).lower()
+
+
+def child_names(layers: Iterable[AnyLayer]) -> list[str]:
+    """Keras-style unique names: ``dense_0, relu_0, dense_1, ...``."""
+    counts: dict[str, int] = {}
+    names = []
+    for layer in layers:
+        kind = layer_kind(layer)
+        names.append(f"{kind}_{counts.get(kind, 0)}")
+        counts[kind] = counts.get(kind, 0) + 1
+    return names
+
+
+def split_key(key: PRNGKey | None, n: int) -> list[PRNGKey | None]:
+    """``n`` independent subkeys, or ``n`` Nones when ``key`` is None."""
+    if key is None:
+        return [None] * n
+    return list(jax.random.split(key, n))
+
+
+def normalize_shape(name: str, input_shape: Any) -> Shape:
+    """Validate an ``input_shape`` given to ``init``; ``None`` dims become ``-1``."""
+    try:
+        dims = tuple(input_shape)
+    except TypeError:
+        raise TypeError(
+            f"{name}.init: input_shape must be a tuple of ints such as (-1, 10), "
+            f"got {input_shape!r}."
+        ) from None
+    out = []
+    for d in dims:
+        if d is None:
+            out.append(-1)
+        elif isinstance(d, (int,)) and not isinstance(d, bool) and (d > 0 or d == -1):
+            out.append(int(d))
+        else:
+            raise ValueError(
+                f"{name}.init: every dimension of input_shape must be a positive int, "
+                f"or -1/None for an unknown batch size; got {input_shape!r}."
+            )
+    return tuple(out)
+
+
+def feature_dim(name: str, input_shape: Shape, *, min_rank: int = 1) -> int:
+    """The known size of the last axis of ``input_shape``, or a clear error."""
+    shape = normalize_shape(name, input_shape)
+    if len(shape) < min_rank:
+        raise ValueError(
+            f"{name}.init: expected an input_shape of rank >= {min_rank}, got {shape}."
+        )
+    if shape[-1] == -1:
+        raise ValueError(
+            f"{name}.init: the feature (last) dimension must be known, got {shape}; "
+            "only leading batch dimensions may be -1 or None."
+        )
+    return shape[-1]
+
+
+def check_inexact(name: str, x: Any) -> Array:
+    """``x`` as an array with a floating dtype, or a TypeError naming the layer."""
+    x = jnp.asarray(x) if not isinstance(x, jax.Array) else x
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        raise TypeError(
+            f"{name}: expected floating-point input, got dtype {x.dtype} with shape "
+            f"{tuple(x.shape)}. Cast it first, e.g. x.astype(jnp.float32)."
+        )
+    return x
+
+
+def close_match(name: str, options: Iterable[str]) -> str:
+    """A ``" Did you mean 'x'?"`` suffix for error messages, or ``""``."""
+    match = difflib.get_close_matches(name, list(options), n=1)
+    return f" Did you mean {match[0]!r}?" if match else ""

@@ -1,0 +1,228 @@
+"""Combinators: serial, parallel, residual, FanOut, FanInSum, FanInConcat (private).
+
+Each combinator is written once against the stateful signature; when no child
+is stateful the result is converted back to a plain :class:`Layer`, so a
+stateless model keeps the two-function contract exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax.numpy as jnp
+
+from jnn._typing import Params, PRNGKey, Shape, State
+from jnn.layers._base import (
+    AnyLayer,
+    Layer,
+    StatefulLayer,
+    _check_layer,
+    child_names,
+    is_stateful,
+    normalize_shape,
+    split_key,
+    stateful,
+)
+
+
+def _finish(kind: str, init: Callable, apply: Callable, children: Sequence[AnyLayer]) -> AnyLayer:
+    """Name the layer after ``kind`` and drop the state plumbing if no child has state."""
+    if any(is_stateful(c) for c in children):
+        layer: AnyLayer = StatefulLayer(init, apply)
+    else:
+        empty_state = {name: {} for name in child_names(children)}
+
+        def stateless_init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
+            out_shape, params, _ = init(key, input_shape)
+            return out_shape, params
+
+        def stateless_apply(params: Params, x: Any, *, key=None, train=False):
+            return apply(params, empty_state, x, key=key, train=train)[0]
+
+        layer = Layer(stateless_init, stateless_apply)
+    layer.init.__qualname__ = f"{kind}.<locals>.init"
+    return layer
+
+
+def _children(kind: str, layers: Sequence[Any]) -> tuple[list[str], list[StatefulLayer]]:
+    if not layers:
+        raise ValueError(f"{kind}: expected at least one layer, got none.")
+    for i, layer in enumerate(layers):
+        _check_layer(layer, f"{kind}: argument {i}: ")
+    return child_names(layers), [stateful(layer) for layer in layers]
+
+
+def serial(*layers: AnyLayer) -> AnyLayer:
+    """Compose layers in sequence; the model is itself a layer.
+
+    Params (and state, for stateful models) are dicts keyed by child name,
+    ``"<kind>_<i>"`` counted per kind, e.g. ``{"dense_0": ..., "dense_1": ...}``.
+    ``apply`` splits ``key`` into one subkey per child.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jnn
+      >>> model = jnn.serial(jnn.Dense(10, activation="relu"),
+      ...                    jnn.Dense(1, activation="sigmoid"))
+      >>> out_shape, params = model.init(jax.random.key(0), (-1, 4))
+      >>> out_shape, sorted(params)
+      ((-1, 1), ['dense_0', 'dense_1'])
+      >>> model.apply(params, jnp.ones((3, 4))).shape
+      (3, 1)
+    """
+    names, children = _children("serial", layers)
+
+    def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params, State]:
+        params, state = {}, {}
+        shape = input_shape
+        for name, layer, k in zip(names, children, split_key(key, len(children)), strict=True):
+            shape, params[name], state[name] = layer.init(k, shape)
+        return shape, params, state
+
+    def apply(params: Params, state: State, x: Any, *, key=None, train=False):
+        new_state = {}
+        for name, layer, k in zip(names, children, split_key(key, len(children)), strict=True):
+            x, new_state[name] = layer.apply(params[name], state[name], x, key=k, train=train)
+        return x, new_state
+
+    return _finish("serial", init, apply, layers)
+
+
+def parallel(*layers: AnyLayer) -> AnyLayer:
+    """Apply the i-th layer to the i-th element of a tuple input.
+
+    Combine with :func:`FanOut` and :func:`FanInSum` / :func:`FanInConcat` to
+    build branches.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jnn
+      >>> block = jnn.serial(jnn.FanOut(2), jnn.parallel(jnn.Dense(3), jnn.Dense(3)),
+      ...                    jnn.FanInSum())
+      >>> block.init(jax.random.key(0), (-1, 5))[0]
+      (-1, 3)
+    """
+    names, children = _children("parallel", layers)
+
+    def init(key: PRNGKey, input_shape: Sequence[Shape]) -> tuple[Shape, Params, State]:
+        shapes = _tuple_of(len(children), input_shape, "parallel.init: input_shape")
+        params, state, out = {}, {}, []
+        for name, layer, k, s in zip(names, children, split_key(key, len(children)), shapes,
+                                     strict=True):
+            shape, params[name], state[name] = layer.init(k, s)
+            out.append(shape)
+        return tuple(out), params, state
+
+    def apply(params: Params, state: State, xs: Any, *, key=None, train=False):
+        xs = _tuple_of(len(children), xs, "parallel.apply: input")
+        ys, new_state = [], {}
+        for name, layer, k, x in zip(names, children, split_key(key, len(children)), xs,
+                                     strict=True):
+            y, new_state[name] = layer.apply(params[name], state[name], x, key=k, train=train)
+            ys.append(y)
+        return tuple(ys), new_state
+
+    return _finish("parallel", init, apply, layers)
+
+
+def residual(*layers: AnyLayer) -> AnyLayer:
+    """``x + f(x)`` where ``f = serial(*layers)``; ``f`` must keep the shape.
+
+    Params are ``f``'s (keyed like :func:`serial`'s).
+
+    Raises:
+      ValueError: from ``init``, if ``f`` changes the shape (no broadcasting).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jnn
+      >>> block = jnn.residual(jnn.Dense(8, activation="relu"), jnn.Dense(8))
+      >>> shape, params = block.init(jax.random.key(0), (-1, 8))
+      >>> block.apply(params, jnp.ones((2, 8))).shape
+      (2, 8)
+    """
+    body = stateful(serial(*layers))
+
+    def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params, State]:
+        in_shape = normalize_shape("residual", input_shape)
+        out_shape, params, state = body.init(key, input_shape)
+        if tuple(out_shape) != in_shape:
+            raise ValueError(
+                f"residual: the branch maps shape {in_shape} to {tuple(out_shape)}; x + f(x) "
+                "needs them equal. Add a projection (e.g. a Dense) to match the widths."
+            )
+        return in_shape, params, state
+
+    def apply(params: Params, state: State, x: Any, *, key=None, train=False):
+        y, new_state = body.apply(params, state, x, key=key, train=train)
+        return x + y, new_state
+
+    return _finish("residual", init, apply, layers)
+
+
+def FanOut(num: int) -> Layer:
+    """Copy the input into a tuple of ``num`` identical branches."""
+    if not isinstance(num, int) or num < 1:
+        raise ValueError(f"FanOut: num must be a positive int, got {num!r}.")
+
+    def init(key: PRNGKey, input_shape: Shape) -> tuple[tuple[Shape, ...], Params]:
+        del key
+        return (tuple(input_shape),) * num, {}
+
+    def apply(params: Params, x: Any, *, key=None, train=False):
+        del params, key, train
+        return (x,) * num
+
+    return Layer(init, apply)
+
+
+def FanInSum() -> Layer:
+    """Sum a tuple of same-shaped inputs (shapes must match exactly)."""
+
+    def init(key: PRNGKey, input_shape: Sequence[Shape]) -> tuple[Shape, Params]:
+        del key
+        shapes = [normalize_shape("FanInSum", s) for s in input_shape]
+        if any(s != shapes[0] for s in shapes):
+            raise ValueError(f"FanInSum: all branches must have one shape, got {shapes}.")
+        return shapes[0], {}
+
+    def apply(params: Params, xs: Any, *, key=None, train=False):
+        del params, key, train
+        shapes = [jnp.shape(x) for x in xs]
+        if any(s != shapes[0] for s in shapes):
+            raise ValueError(f"FanInSum: all branches must have one shape, got {shapes}.")
+        return sum(xs[1:], xs[0])
+
+    return Layer(init, apply)
+
+
+def FanInConcat(axis: int = -1) -> Layer:
+    """Concatenate a tuple of inputs along ``axis`` (default: features)."""
+
+    def init(key: PRNGKey, input_shape: Sequence[Shape]) -> tuple[Shape, Params]:
+        del key
+        shapes = [list(normalize_shape("FanInConcat", s)) for s in input_shape]
+        ax = axis % len(shapes[0])
+        out = list(shapes[0])
+        out[ax] = sum(s[ax] for s in shapes)
+        for s in shapes:
+            if len(s) != len(out) or s[:ax] + s[ax + 1 :] != out[:ax] + out[ax + 1 :]:
+                raise ValueError(
+                    f"FanInConcat(axis={axis}): shapes {shapes} differ off the concat axis."
+                )
+        return tuple(out), {}
+
+    def apply(params: Params, xs: Any, *, key=None, train=False):
+        del params, key, train
+        return jnp.concatenate(xs, axis=axis)
+
+    return Layer(init, apply)
+
+
+def _tuple_of(n: int, value: Any, what: str) -> tuple:
+    if not isinstance(value, (tuple, list)) or len(value) != n:
+        got = f"{type(value).__name__} of length {len(value)}" if isinstance(
+            value, (tuple, list)) else type(value).__name__
+        raise ValueError(f"{what}: expected a tuple of {n} elements (one per branch), got {got}.")
+    return tuple(value)
+
+
+__all__ = ["FanInConcat", "FanInSum", "FanOut", "parallel", "residual", "serial"]

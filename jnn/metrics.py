@@ -1,0 +1,134 @@
+"""Metrics: pure functions ``metric(pred, target, *, weights=None, mask=None)``.
+
+They share the losses' signature and conventions (no broadcasting, per-example
+weights/mask, weighted mean), so any loss is also a metric and :func:`jnn.fit`
+computes both inside the compiled epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import jax.numpy as jnp
+
+from jnn import losses as _losses
+from jnn._reduce import as_array, check_same_shape, weighted_reduce
+from jnn._typing import Array, ArrayLike
+from jnn.layers._base import close_match
+
+__all__ = ["accuracy", "binary_accuracy", "categorical_accuracy", "get"]
+
+
+def binary_accuracy(
+    pred: ArrayLike,
+    labels: ArrayLike,
+    *,
+    threshold: float = 0.5,
+    weights: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+) -> Array:
+    """Fraction of ``pred > threshold`` that agree with ``labels > 0.5``.
+
+    Use ``threshold=0.5`` for probabilities and ``threshold=0.0`` for logits.
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> jnn.metrics.binary_accuracy(jnp.array([0.9, 0.2, 0.7]), jnp.array([1, 0, 0]))
+      Array(0.6666667, dtype=float32)
+    """
+    pred = as_array("binary_accuracy", "predictions", pred)
+    labels = as_array("binary_accuracy", "labels", labels)
+    check_same_shape("binary_accuracy", pred, labels)
+    hits = ((pred > threshold) == (labels > 0.5)).astype(jnp.float32)
+    return weighted_reduce("binary_accuracy", hits, weights=weights, mask=mask)
+
+
+def categorical_accuracy(
+    pred: ArrayLike,
+    labels: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+) -> Array:
+    """Fraction of ``argmax(pred, -1)`` equal to the class (integer or one-hot labels).
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> scores = jnp.array([[0.1, 0.9], [0.8, 0.2]])
+      >>> jnn.metrics.categorical_accuracy(scores, jnp.array([1, 1]))
+      Array(0.5, dtype=float32)
+    """
+    pred = as_array("categorical_accuracy", "predictions", pred)
+    labels, sparse = _losses._class_labels("categorical_accuracy", pred, labels)
+    target = labels if sparse else jnp.argmax(labels, axis=-1)
+    hits = (jnp.argmax(pred, axis=-1) == target).astype(jnp.float32)
+    return weighted_reduce("categorical_accuracy", hits, weights=weights, mask=mask)
+
+
+def accuracy(
+    pred: ArrayLike,
+    labels: ArrayLike,
+    *,
+    threshold: float = 0.5,
+    weights: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+) -> Array:
+    """Binary accuracy for one output unit, categorical accuracy for several.
+
+    ``pred`` of shape ``(..., 1)`` or ``(...)`` with labels of the same shape is
+    binary (thresholded at ``threshold``); ``(..., C)`` with ``C > 1`` is
+    categorical (argmax). For multi-label outputs call :func:`binary_accuracy`.
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> float(jnn.metrics.accuracy(jnp.array([[0.8], [0.3]]), jnp.array([[1.0], [1.0]])))
+      0.5
+    """
+    pred = as_array("accuracy", "predictions", pred)
+    if pred.ndim >= 1 and pred.shape[-1] > 1:
+        return categorical_accuracy(pred, labels, weights=weights, mask=mask)
+    return binary_accuracy(pred, labels, threshold=threshold, weights=weights, mask=mask)
+
+
+_METRICS: dict[str, Callable[..., Array]] = {
+    "accuracy": accuracy,
+    "acc": accuracy,
+    "binary_accuracy": binary_accuracy,
+    "categorical_accuracy": categorical_accuracy,
+}
+
+
+def get(
+    metric: str | Callable[..., Array], *, from_logits: bool = False
+) -> Callable[..., Array]:
+    """Resolve a metric (or any loss) by name, or pass a callable through.
+
+    Args:
+      metric: a name from this module or :mod:`jnn.losses`, or a callable.
+      from_logits: whether predictions are logits; binary accuracy then
+        thresholds at 0 instead of 0.5.
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> acc = jnn.metrics.get("accuracy", from_logits=True)
+      >>> float(acc(jnp.array([[2.0], [-1.0]]), jnp.array([[1.0], [1.0]])))
+      0.5
+    """
+    if callable(metric):
+        return metric
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be a name or a callable, got {type(metric).__name__}.")
+    if metric in _METRICS:
+        fn = _METRICS[metric]
+        if from_logits and fn in (accuracy, binary_accuracy):
+            return partial(fn, threshold=0.0)
+        return fn
+    try:
+        return _losses.get(metric)
+    except ValueError:
+        known = [*_METRICS, *_losses._LOSSES]
+        raise ValueError(
+            f"Unknown metric {metric!r}.{close_match(metric, known)} Known: "
+            f"{', '.join(sorted(known))}; or pass a function metric(pred, target, *, mask)."
+        ) from None

@@ -46,8 +46,11 @@ def as_host_array(where: str, what: str, value: Any, *, allow_int: bool = True) 
 def check_xy(where: str, data: Any, *, weights: Any = None) -> tuple[np.ndarray, ...]:
     """Validate ``data=(x, y)`` and optional per-example ``weights``."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
-        got = f"a {type(data).__name__} of length {len(data)}" if isinstance(
-            data, (tuple, list)) else type(data).__name__
+        got = (
+            f"a {type(data).__name__} of length {len(data)}"
+            if isinstance(data, (tuple, list))
+            else type(data).__name__
+        )
         raise TypeError(f"{where}: data must be a pair (x, y) of arrays, got {got}.")
     x = as_host_array(where, "x", data[0])
     y = as_host_array(where, "y", data[1])
@@ -82,7 +85,9 @@ def check_key(where: str, key: Any) -> Array:
     """Accept a typed key (``jax.random.key``) or a raw ``uint32[2]`` key."""
     if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape != ():
-            raise ValueError(f"{where}: expected a single PRNG key, got a batch of shape {key.shape}.")
+            raise ValueError(
+                f"{where}: expected a single PRNG key, got a batch of shape {key.shape}."
+            )
         return key
     if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,):
         return jnp.asarray(key)
@@ -102,8 +107,16 @@ def check_labels(where: str, loss_name: str | None, y: np.ndarray, out_shape: tu
         raise ValueError(
             f"{where}: {loss_name} needs labels in [0, 1], got values in [{y.min()}, {y.max()}]."
         )
-    if loss_name in ("cross_entropy", "softmax_cross_entropy", "categorical_crossentropy",
-                     "sparse_categorical_crossentropy") and y.dtype.kind in "iu":
+    if (
+        loss_name
+        in (
+            "cross_entropy",
+            "softmax_cross_entropy",
+            "categorical_crossentropy",
+            "sparse_categorical_crossentropy",
+        )
+        and y.dtype.kind in "iu"
+    ):
         num_classes = out_shape[-1]
         if y.shape[1:] == tuple(out_shape[1:-1]) and (y.min() < 0 or y.max() >= num_classes):
             raise ValueError(

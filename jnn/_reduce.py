@@ -41,7 +41,8 @@ def check_same_shape(name: str, pred: Array, target: Array) -> None:
         raise ValueError(
             f"{name}: shape mismatch: predictions {tuple(pred.shape)} vs labels "
             f"{tuple(target.shape)}. jnn never broadcasts them against each other (an (N, 1) "
-            f"output and (N,) labels would silently give an (N, N) loss).{hint or ' Make both shapes equal.'}"
+            f"output and (N,) labels would silently give an (N, N) loss)."
+            + (hint or " Make both shapes equal.")
         )
 
 
@@ -79,7 +80,9 @@ def weighted_reduce(
         if reduction == "mean":
             return jnp.mean(values)
         return jnp.sum(values) if reduction == "sum" else values
-    per_example = jnp.mean(values, axis=tuple(range(w.ndim, values.ndim))) if values.ndim > w.ndim else values
+    per_example = (
+        jnp.mean(values, axis=tuple(range(w.ndim, values.ndim))) if values.ndim > w.ndim else values
+    )
     if reduction == "none":
         return per_example * w
     total = jnp.sum(per_example * w)

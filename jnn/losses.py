@@ -312,6 +312,9 @@ def _class_labels(name: str, scores: Array, labels: ArrayLike) -> tuple[Array, b
         f"{name}: labels of shape {tuple(labels.shape)} do not fit scores of shape "
         f"{tuple(scores.shape)}: expected integer class ids of shape "
         f"{tuple(scores.shape[:-1])} or one-hot labels of shape {tuple(scores.shape)}."
-        + (" Squeeze the trailing axis with labels.reshape(-1)." if labels.shape
-           == (*scores.shape[:-1], 1) else "")
+        + (
+            " Squeeze the trailing axis with labels.reshape(-1)."
+            if labels.shape == (*scores.shape[:-1], 1)
+            else ""
+        )
     )

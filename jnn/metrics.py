@@ -99,9 +99,7 @@ _METRICS: dict[str, Callable[..., Array]] = {
 }
 
 
-def get(
-    metric: str | Callable[..., Array], *, from_logits: bool = False
-) -> Callable[..., Array]:
+def get(metric: str | Callable[..., Array], *, from_logits: bool = False) -> Callable[..., Array]:
     """Resolve a metric (or any loss) by name, or pass a callable through.
 
     Args:

@@ -1,4 +1,4 @@
-"""Training: ``TrainState``, a compiled ``make_train_step``, and ``fit`` / ``evaluate`` / ``predict``.
+"""Training: ``TrainState``, ``make_train_step``, and ``fit`` / ``evaluate`` / ``predict``.
 
 ``fit`` runs each epoch as ONE compiled call: an on-device shuffle, a
 ``lax.scan`` over the batches (the last, partial batch padded and masked, so
@@ -130,12 +130,13 @@ def get_optimizer(
                 f"Unknown optimizer {optimizer!r}.{close_match(optimizer, _OPTIMIZERS)} Known: "
                 f"{', '.join(_OPTIMIZERS)}; or pass any optax.GradientTransformation."
             )
-        if learning_rate is not None and (
-            isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float))
-            or not learning_rate > 0
-        ):
-            if not callable(learning_rate):
-                raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
+        bad_rate = isinstance(learning_rate, bool) or not (
+            learning_rate is None
+            or callable(learning_rate)  # an optax schedule
+            or (isinstance(learning_rate, (int, float)) and learning_rate > 0)
+        )
+        if bad_rate:
+            raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
         return _named_optimizer(optimizer, learning_rate)
     if isinstance(optimizer, optax.GradientTransformation):
         if learning_rate is not None:
@@ -168,7 +169,9 @@ def _as_model(apply: Any, where: str) -> StatefulLayer:
         return stateful(apply)
     if callable(apply):
         return _lift_apply(apply)
-    raise TypeError(f"{where}: expected a jnn layer or an apply function, got {type(apply).__name__}.")
+    raise TypeError(
+        f"{where}: expected a jnn layer or an apply function, got {type(apply).__name__}."
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -195,9 +198,7 @@ def _metric_names(metrics: Sequence[Any]) -> list[str]:
     return names
 
 
-def _resolve_metrics(
-    metrics: Sequence[Any], loss_fn: Callable
-) -> tuple[tuple[str, Callable], ...]:
+def _resolve_metrics(metrics: Sequence[Any], loss_fn: Callable) -> tuple[tuple[str, Callable], ...]:
     if isinstance(metrics, (str,)) or callable(metrics):
         metrics = [metrics]
     from_logits = loss_fn in _losses.LOGIT_LOSSES
@@ -337,8 +338,12 @@ def _eval_fn(model: StatefulLayer, loss_fn: Callable | None, metric_fns, batch_s
             sums, count = _weighted_logs(logs_of(pred, yb, wb), wb)
             return jax.tree.map(jnp.add, carry, (sums, count)), None
 
-        zero = jax.eval_shape(lambda: _weighted_logs(logs_of(
-            model.apply(params, model_state, xs[0], train=False)[0], ys[0], ws[0]), ws[0]))
+        zero = jax.eval_shape(
+            lambda: _weighted_logs(
+                logs_of(model.apply(params, model_state, xs[0], train=False)[0], ys[0], ws[0]),
+                ws[0],
+            )
+        )
         zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero)
         (sums, count), _ = jax.lax.scan(body, zero, (xs, ys, ws))
         return _finish_logs(sums, count)
@@ -533,8 +538,9 @@ def fit(
         val = tuple(jnp.asarray(a) for a in check_xy(f"{where}: validation_data", validation_data))
 
     out_shape = _check_trace(where, smodel, params, model_state, loss_fn, metric_fns, x, y, w)
-    check_labels(where, loss if isinstance(loss, str) else getattr(loss_fn, "__name__", None),
-                 y, out_shape)
+    check_labels(
+        where, loss if isinstance(loss, str) else getattr(loss_fn, "__name__", None), y, out_shape
+    )
     history_keys = ["loss", *(n for n, _ in metric_fns)]
     if val is not None:
         history_keys += [f"val_{k}" for k in history_keys]
@@ -554,7 +560,9 @@ def fit(
         key=key,
         model_state=jax.tree.map(jnp.array, model_state),
     )
-    epoch_fn = _compiled_epoch(smodel, loss_fn, tx, metric_fns, batch_size, shuffle, val is not None)
+    epoch_fn = _compiled_epoch(
+        smodel, loss_fn, tx, metric_fns, batch_size, shuffle, val is not None
+    )
     xd, yd, wd = (jnp.asarray(a) for a in (x, y, w))
     history: dict[str, list[float]] = {k: [] for k in history_keys}
     stopper = _Stopper(early_stopping) if early_stopping is not None else None
@@ -590,8 +598,10 @@ def _check_model_state(where: str, model: AnyLayer, model_state: State | None) -
 
 def _check_trace(where, model, params, model_state, loss_fn, metric_fns, x, y, w):
     """Trace (not compile) the model and loss on one batch: shape errors surface here."""
-    xb, yb = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype), jax.ShapeDtypeStruct(
-        (1, *y.shape[1:]), y.dtype)
+    xb, yb = (
+        jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype),
+        jax.ShapeDtypeStruct((1, *y.shape[1:]), y.dtype),
+    )
 
     def probe(params, model_state, xb, yb):
         pred, _ = model.apply(params, model_state, xb, train=False)
@@ -709,8 +719,17 @@ def evaluate(
     batch_size = min(check_positive_int(where, "batch_size", batch_size), x.shape[0])
     loss_fn = None if loss is None else _losses.get(loss)
     metric_fns = _resolve_metrics(metrics, loss_fn)
-    _check_trace(where, smodel, params, model_state, loss_fn or (lambda p, t, weights: 0.0),
-                 metric_fns, x, y, w)
+    _check_trace(
+        where,
+        smodel,
+        params,
+        model_state,
+        loss_fn or (lambda p, t, weights: 0.0),
+        metric_fns,
+        x,
+        y,
+        w,
+    )
     run = _compiled_eval(smodel, loss_fn, metric_fns, batch_size)
     logs = run(params, model_state, jnp.asarray(x), jnp.asarray(y), jnp.asarray(w))
     return {k: float(v) for k, v in logs.items()}
@@ -764,8 +783,9 @@ def predict(
     n = x.shape[0]
     batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
     forward = _compiled_forward(smodel)
-    jax.eval_shape(forward, params, model_state,
-                   jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype))
+    jax.eval_shape(
+        forward, params, model_state, jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype)
+    )
 
     def batch(i: int) -> Any:
         xb = x[i : i + batch_size]
@@ -778,8 +798,10 @@ def predict(
         nxt = batch(i) if i < n else None  # dispatch the next batch before waiting
         outputs.append(jax.tree.map(np.asarray, pending))
         pending = nxt
-    rows = [jax.tree.map(lambda o, k=k: o[: min(batch_size, n - k)], out)
-            for k, out in zip(range(0, n, batch_size), outputs, strict=True)]
+    rows = [
+        jax.tree.map(lambda o, k=k: o[: min(batch_size, n - k)], out)
+        for k, out in zip(range(0, n, batch_size), outputs, strict=True)
+    ]
     result = jax.tree.map(lambda *parts: np.concatenate(parts), *rows)
     for leaf in jax.tree.leaves(result):
         if leaf.ndim == 0 or leaf.shape[0] != n:

@@ -113,9 +113,11 @@ def stateful(layer: AnyLayer) -> StatefulLayer:
 def _check_layer(layer: Any, where: str = "") -> None:
     if not isinstance(layer, (Layer, StatefulLayer)):
         got = type(layer).__name__
-        hint = " (did you forget to call it, e.g. jnn.Relu() instead of jnn.Relu?)" if callable(
-            layer
-        ) else ""
+        hint = (
+            " (did you forget to call it, e.g. jnn.Relu() instead of jnn.Relu?)"
+            if callable(layer)
+            else ""
+        )
         raise TypeError(f"{where}expected a jnn.Layer or jnn.StatefulLayer, got {got}{hint}.")
 
 

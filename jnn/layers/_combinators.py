@@ -106,8 +106,9 @@ def parallel(*layers: AnyLayer) -> AnyLayer:
     def init(key: PRNGKey, input_shape: Sequence[Shape]) -> tuple[Shape, Params, State]:
         shapes = _tuple_of(len(children), input_shape, "parallel.init: input_shape")
         params, state, out = {}, {}, []
-        for name, layer, k, s in zip(names, children, split_key(key, len(children)), shapes,
-                                     strict=True):
+        for name, layer, k, s in zip(
+            names, children, split_key(key, len(children)), shapes, strict=True
+        ):
             shape, params[name], state[name] = layer.init(k, s)
             out.append(shape)
         return tuple(out), params, state
@@ -115,8 +116,9 @@ def parallel(*layers: AnyLayer) -> AnyLayer:
     def apply(params: Params, state: State, xs: Any, *, key=None, train=False):
         xs = _tuple_of(len(children), xs, "parallel.apply: input")
         ys, new_state = [], {}
-        for name, layer, k, x in zip(names, children, split_key(key, len(children)), xs,
-                                     strict=True):
+        for name, layer, k, x in zip(
+            names, children, split_key(key, len(children)), xs, strict=True
+        ):
             y, new_state[name] = layer.apply(params[name], state[name], x, key=k, train=train)
             ys.append(y)
         return tuple(ys), new_state
@@ -219,8 +221,11 @@ def FanInConcat(axis: int = -1) -> Layer:
 
 def _tuple_of(n: int, value: Any, what: str) -> tuple:
     if not isinstance(value, (tuple, list)) or len(value) != n:
-        got = f"{type(value).__name__} of length {len(value)}" if isinstance(
-            value, (tuple, list)) else type(value).__name__
+        got = (
+            f"{type(value).__name__} of length {len(value)}"
+            if isinstance(value, (tuple, list))
+            else type(value).__name__
+        )
         raise ValueError(f"{what}: expected a tuple of {n} elements (one per branch), got {got}.")
     return tuple(value)
 

@@ -14,6 +14,7 @@ from jnn.layers._activations import get_activation
 from jnn.layers._base import Layer, check_inexact, feature_dim, normalize_shape
 
 Initializer = Callable[..., Array]
+_GLOROT_UNIFORM = initializers.glorot_uniform()  # Keras's default kernel initializer
 
 
 def Dense(
@@ -21,7 +22,7 @@ def Dense(
     *,
     activation: ActivationLike = None,
     use_bias: bool = True,
-    kernel_init: Initializer = initializers.glorot_uniform(),
+    kernel_init: Initializer = _GLOROT_UNIFORM,
     bias_init: Initializer = initializers.zeros,
     dtype: jnp.dtype = jnp.float32,
 ) -> Layer:
@@ -79,7 +80,7 @@ def Dense(
             )
         y = x @ w
         if use_bias:
-            y = y + params["b"]
+            y = y + params["b"].reshape((1,) * (y.ndim - 1) + (features,))
         return act(y)
 
     return Layer(init, apply)
@@ -107,9 +108,7 @@ def Flatten(ndim: int | None = None) -> Layer:
     def _split(shape: tuple[int, ...]) -> int:
         lead = 1 if ndim is None else len(shape) - ndim
         if lead < (0 if ndim is not None else 1) or len(shape) < 1:
-            raise ValueError(
-                f"Flatten(ndim={ndim}): input of shape {shape} has too few axes."
-            )
+            raise ValueError(f"Flatten(ndim={ndim}): input of shape {shape} has too few axes.")
         return lead
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:

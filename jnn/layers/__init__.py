@@ -36,26 +36,44 @@ from jnn.layers._activations import (
     get_activation,
     sigmoid,
 )
+from jnn.layers._attention import MultiHeadAttention, attention_mask
 from jnn.layers._base import Layer, StatefulLayer, is_stateful, stateful
 from jnn.layers._combinators import FanInConcat, FanInSum, FanOut, parallel, residual, serial
+from jnn.layers._conv import Conv, ConvTranspose
 from jnn.layers._core import Dense, Dropout, Flatten, Identity
+from jnn.layers._embed import Embedding, PositionalEmbedding
+from jnn.layers._norm import BatchNorm, LayerNorm, RMSNorm
+from jnn.layers._pool import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool, Reshape
 
 __all__ = [
     "ACTIVATIONS",
     "Activation",
+    "AvgPool",
+    "BatchNorm",
+    "Conv",
+    "ConvTranspose",
     "Dense",
     "Dropout",
     "Elu",
+    "Embedding",
     "FanInConcat",
     "FanInSum",
     "FanOut",
     "Flatten",
     "Gelu",
+    "GlobalAvgPool",
+    "GlobalMaxPool",
     "Identity",
     "Layer",
+    "LayerNorm",
     "LeakyRelu",
     "LogSoftmax",
+    "MaxPool",
+    "MultiHeadAttention",
+    "PositionalEmbedding",
+    "RMSNorm",
     "Relu",
+    "Reshape",
     "Selu",
     "Sigmoid",
     "Silu",
@@ -63,6 +81,7 @@ __all__ = [
     "Softplus",
     "StatefulLayer",
     "Tanh",
+    "attention_mask",
     "get_activation",
     "is_stateful",
     "parallel",

@@ -371,8 +371,10 @@ def _compiled_epoch(
         key, perm_key = jax.random.split(state.key)
         state = state._replace(key=key)
         order = jax.random.permutation(perm_key, n) if shuffle else jnp.arange(n)
-        # Pad the last batch with weight-0 copies of example 0: one shape, one compile.
-        idx = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)])
+        # Pad the last batch with weight-0 repeats of the epoch's first `pad` (distinct, real)
+        # examples: one shape, one compile, and batch statistics (BatchNorm in training mode)
+        # see real data rather than `pad` copies of a single example. pad < batch_size <= n.
+        idx = jnp.concatenate([order, order[:pad]])
         xs, ys, ws = _gather_batches([x, y, w], idx, num_batches)
         ws = ws * (jnp.arange(num_batches * batch_size) < n).reshape(ws.shape)
 

@@ -145,3 +145,27 @@ def test_fit_threads_batch_norm_state_and_evaluate_uses_it():
     assert not np.allclose(pred, stale)
     scores = jnn.evaluate(model, res.params, (x, y), loss="mse", model_state=res.model_state)
     np.testing.assert_allclose(scores["loss"], np.mean((manual - y) ** 2), rtol=1e-4)
+
+
+def test_fit_pads_last_batch_with_real_examples_for_batch_statistics():
+    # 10 examples, batches of 8, no shuffle: batch 2 is examples 8, 9 plus 0..5 (weight 0),
+    # so BatchNorm sees distinct real rows, never copies of one example.
+    model = jnn.serial(jnn.BatchNorm(momentum=0.5), jnn.Dense(1))
+    _, params, state = model.init(jax.random.key(0), (-1, 2))
+    x = _randn(8, (10, 2), 2.0, 1.0)
+    y = np.zeros((10, 1), np.float32)
+    res = jnn.fit(
+        model,
+        params,
+        (x, y),
+        model_state=state,
+        loss="mse",
+        epochs=1,
+        batch_size=8,
+        shuffle=False,
+        key=jax.random.key(0),
+        verbose=0,
+    )
+    m1 = 0.5 * x[:8].mean(0)
+    m2 = 0.5 * m1 + 0.5 * x[[8, 9, 0, 1, 2, 3, 4, 5]].mean(0)
+    np.testing.assert_allclose(res.model_state["batch_norm_0"]["mean"], m2, rtol=1e-5)

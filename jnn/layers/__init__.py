@@ -15,8 +15,54 @@ Stateful layers (BatchNorm's running statistics) are :class:`StatefulLayer`:
 touches it; combinators become stateful only when a child is, and
 :func:`jnn.fit`, :func:`jnn.evaluate` and :func:`jnn.predict` handle both kinds.
 
-Constructors are CamelCase (``Dense``, ``Relu``, ``Dropout``); combinators are
-snake_case (``serial``, ``parallel``, ``residual``).
+BatchNorm is the stateful layer jnn ships. Its design:
+
+- ``init`` returns ``params = {"scale", "bias"}`` (trainable) and
+  ``state = {"mean": zeros, "var": ones}`` (running statistics), apart.
+- ``apply(params, state, x, train=True)`` normalizes with the batch's mean and
+  (biased) variance over every axis but the last, and returns the state moved
+  by ``momentum`` towards them, computed under ``stop_gradient``;
+  ``train=False`` normalizes with the running statistics and returns the state
+  unchanged. ``train`` is a Python bool: each mode is its own trace.
+- State goes in and out as values, so everything stays pure: no mutable
+  collections, and ``jit``/``grad``/``vmap`` apply as to any function
+  (``BatchNorm(axis_name=...)`` averages statistics over a vmapped or sharded
+  axis). ``serial``/``parallel``/``residual`` nest child states under the same
+  names as their params (``{"batch_norm_0": {"mean", "var"}}``).
+- :func:`jnn.fit` keeps the state in ``TrainState.model_state``, threads it
+  through the compiled ``lax.scan`` (the step's forward pass returns it as an
+  auxiliary output of ``value_and_grad``), and hands it back as
+  ``result.model_state``; gradients and the optimizer only ever see
+  ``params``. ``evaluate``/``predict`` take ``model_state=`` and run in eval
+  mode. The padded last batch of an epoch is filled with other real examples
+  (weight 0 in the loss), so batch statistics never see fake rows.
+
+Layers with several inputs take them as a tuple, exactly like
+:func:`parallel`: ``apply(params, (a, b), ...)`` and ``init`` gets the tuple of
+shapes ``((-1, T, D), (-1, S, E))``. ``MultiHeadAttention`` accepts ``x``
+(self-attention), ``(query, key_value)`` or ``(query, key_value, mask)``, so
+self-attention drops into ``serial``/``residual`` unchanged.
+
+Constructors are CamelCase (``Dense``, ``Conv``, ``BatchNorm``); combinators are
+snake_case (``serial``, ``parallel``, ``residual``). Spatial layers (``Conv``,
+pools) are channels-last, ``(*batch, *spatial, channels)``, and take any
+number of leading batch axes, including none under ``vmap``.
+
+Example: a ResNet block and a pre-norm transformer block.
+
+  >>> import jax, jnn
+  >>> resnet_block = jnn.serial(
+  ...     jnn.residual(jnn.Conv(16, (3, 3)), jnn.BatchNorm(), jnn.Relu(),
+  ...                  jnn.Conv(16, (3, 3)), jnn.BatchNorm()),
+  ...     jnn.Relu())
+  >>> shape, params, state = resnet_block.init(jax.random.key(0), (-1, 8, 8, 16))
+  >>> sorted(state["residual_0"]["batch_norm_1"]), state["residual_0"]["conv_0"]
+  (['mean', 'var'], {})
+  >>> transformer_block = jnn.serial(
+  ...     jnn.residual(jnn.LayerNorm(), jnn.MultiHeadAttention(4, causal=True)),
+  ...     jnn.residual(jnn.LayerNorm(), jnn.Dense(128, activation="gelu"), jnn.Dense(32)))
+  >>> transformer_block.init(jax.random.key(0), (-1, 10, 32))[0]
+  (-1, 10, 32)
 """
 
 from jnn.layers._activations import (

@@ -4,7 +4,7 @@ Trains with ``jnn.fit`` on 80% of the 1,797 images, reports held-out accuracy
 on the other 20%, and saves the training curves as a PNG::
 
     python examples/digits_cnn.py                       # artifacts/digits_cnn.png
-    python examples/digits_cnn.py --epochs 10 --plot /tmp/curve.png
+    python examples/digits_cnn.py --epochs 10 --out /tmp/curve.png
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plot", default="artifacts/digits_cnn.png", help="PNG path ('' = none)")
+    parser.add_argument("--out", default="artifacts/digits_cnn.png", help="PNG path ('' = none)")
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
 
@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"held-out accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f} "
         f"({len(x_test)} images; trained {args.epochs} epochs in {seconds:.1f}s)"
     )
-    if args.plot:
-        plot(result.history, Path(args.plot))
-        print(f"training curves saved to {args.plot}")
+    if args.out:
+        plot(result.history, Path(args.out))
+        print(f"training curves saved to {args.out}")
     return {**scores, "seconds": seconds}
 
 

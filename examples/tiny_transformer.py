@@ -48,7 +48,7 @@ def make_data(n: int, length: int, vocab: int, seed: int) -> tuple[np.ndarray, n
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--length", type=int, default=8)
     parser.add_argument("--vocab", type=int, default=10)
     parser.add_argument("--train-size", type=int, default=4096)

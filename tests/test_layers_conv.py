@@ -149,6 +149,15 @@ def test_conv_jit_vmap_and_extra_batch_axes():
     np.testing.assert_allclose(conv.apply(params, x), batched, rtol=1e-5, atol=1e-6)
     per_example = jax.jit(jax.vmap(jax.vmap(lambda xi: conv.apply(params, xi))))(x)
     np.testing.assert_allclose(per_example, batched, rtol=1e-5, atol=1e-6)
+    up = jnn.ConvTranspose(3, (2, 2), strides=2)
+    _, up_params = up.init(jax.random.key(2), (-1, 6, 6, 2))
+    flat = x.reshape(15, 6, 6, 2)
+    np.testing.assert_allclose(
+        jax.jit(jax.vmap(lambda xi: up.apply(up_params, xi)))(flat),
+        up.apply(up_params, flat),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_conv_errors_name_layer_and_shapes():

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 from jax import lax
 
 from jnn._typing import Array, Shape
@@ -121,7 +120,3 @@ def dimension_numbers(nd: int) -> tuple[str, str, str]:
     """Channels-last specs for ``conv_general_dilated``: e.g. ``NHWC, HWIO, NHWC``."""
     sp = {1: "W", 2: "HW", 3: "DHW"}[nd]
     return f"N{sp}C", f"{sp}IO", f"N{sp}C"
-
-
-def is_tracer(x: Any) -> bool:
-    return isinstance(x, jax.core.Tracer)

@@ -185,6 +185,30 @@ def _lift_apply(apply: Callable) -> StatefulLayer:
     return StatefulLayer(init, lifted)
 
 
+@functools.lru_cache(maxsize=256)
+def _cached_stateful(model: AnyLayer) -> StatefulLayer:
+    return stateful(model)
+
+
+def _lift(model: AnyLayer) -> StatefulLayer:
+    """``stateful(model)``, the same object every time for the same model.
+
+    The compiled epoch/eval/forward functions are cached per lifted model; a
+    fresh lift per call (new closures) would miss those caches and recompile
+    on every ``fit``/``evaluate``/``predict`` call.
+    """
+    try:
+        return _cached_stateful(model)
+    except TypeError:  # an unhashable model: lift it afresh
+        return stateful(model)
+
+
+@functools.lru_cache(maxsize=64)
+def _jit_init(tx: optax.GradientTransformation) -> Callable:
+    """``jax.jit(tx.init)``, cached: one compiled call instead of a dispatch per leaf."""
+    return jax.jit(tx.init)
+
+
 def _metric_names(metrics: Sequence[Any]) -> list[str]:
     names = []
     for m in metrics:
@@ -524,7 +548,7 @@ def fit(
     """
     where = "fit"
     _check_layer(model, f"{where}: model: ")
-    smodel = stateful(model)
+    smodel = _lift(model)
     model_state = _check_model_state(where, model, model_state)
     x, y, w = check_xy(where, data, weights=sample_weight)
     epochs = check_positive_int(where, "epochs", epochs)
@@ -553,9 +577,11 @@ def fit(
 
     # Copy: the compiled epoch donates the state's buffers, never the caller's params.
     params = jax.tree.map(jnp.array, params)
+    fresh = opt_state is None
+    opt_state = _jit_init(tx)(params) if fresh else jax.tree.map(jnp.array, opt_state)
     state = TrainState(
         params=params,
-        opt_state=tx.init(params) if opt_state is None else jax.tree.map(jnp.array, opt_state),
+        opt_state=opt_state,
         step=jnp.zeros((), jnp.int32),
         key=key,
         model_state=jax.tree.map(jnp.array, model_state),
@@ -596,8 +622,39 @@ def _check_model_state(where: str, model: AnyLayer, model_state: State | None) -
     return {} if model_state is None else model_state
 
 
+_TRACE_CACHE: dict[Any, tuple[int, ...]] = {}
+
+
 def _check_trace(where, model, params, model_state, loss_fn, metric_fns, x, y, w):
-    """Trace (not compile) the model and loss on one batch: shape errors surface here."""
+    """Trace (not compile) the model and loss on one batch: shape errors surface here.
+
+    The traced output shape is remembered per (model, loss, metrics, param and
+    data shapes): re-tracing costs tens of ms per ``fit`` call, more than a
+    whole epoch of a small model.
+    """
+    leaves, treedef = jax.tree.flatten((params, model_state))
+    cache_key = (
+        model,
+        loss_fn,
+        metric_fns,
+        treedef,
+        tuple((np.shape(a), jnp.result_type(a)) for a in leaves),
+        (x.shape[1:], x.dtype, y.shape[1:], y.dtype),
+    )
+    try:
+        out_shape = _TRACE_CACHE.get(cache_key)
+    except TypeError:  # something unhashable: no caching
+        cache_key, out_shape = None, None
+    if out_shape is None:
+        out_shape = _trace_shape(where, model, params, model_state, loss_fn, metric_fns, x, y)
+        if cache_key is not None:
+            if len(_TRACE_CACHE) >= 256:
+                _TRACE_CACHE.clear()
+            _TRACE_CACHE[cache_key] = out_shape
+    return out_shape
+
+
+def _trace_shape(where, model, params, model_state, loss_fn, metric_fns, x, y):
     xb, yb = (
         jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype),
         jax.ShapeDtypeStruct((1, *y.shape[1:]), y.dtype),
@@ -713,7 +770,7 @@ def evaluate(
     _check_layer(model, f"{where}: model: ")
     if loss is None and not metrics:
         raise ValueError(f"{where}: give a loss and/or metrics to compute.")
-    smodel = stateful(model)
+    smodel = _lift(model)
     model_state = _check_model_state(where, model, model_state)
     x, y, w = check_xy(where, data, weights=sample_weight)
     batch_size = min(check_positive_int(where, "batch_size", batch_size), x.shape[0])
@@ -777,7 +834,7 @@ def predict(
 
     where = "predict"
     _check_layer(model, f"{where}: model: ")
-    smodel = stateful(model)
+    smodel = _lift(model)
     model_state = _check_model_state(where, model, model_state)
     x = as_host_array(where, "x", x)
     n = x.shape[0]

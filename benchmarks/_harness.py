@@ -1,0 +1,160 @@
+"""Timing, the matmul roofline, and the result record shared by every benchmark case.
+
+A *bench* is a zero-argument callable doing one timed unit of work (it must
+block until the device is done) plus the number of training steps and
+examples that unit contains. :func:`measure` times the first call (compile
+and first step), one more warm-up call, then ``repeats`` calls, and reports
+the median with min and max.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import statistics
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass
+class Bench:
+    """One implementation of one case, ready to time.
+
+    Attributes:
+      call: does one timed unit of work and blocks until it is finished.
+      steps: training steps (optimizer updates) per call, summed over runs.
+      examples: examples processed per call, summed over runs.
+      flops: floating-point operations per call (0 when not meaningful).
+      extra: anything else worth recording (e.g. the number of runs).
+    """
+
+    call: Callable[[], Any]
+    steps: int
+    examples: int
+    flops: float = 0.0
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Result:
+    """What one implementation of one case measured (or why it was skipped)."""
+
+    case: str
+    impl: str
+    skipped: str | None = None
+    steps_per_s: float | None = None
+    steps_per_s_min: float | None = None
+    steps_per_s_max: float | None = None
+    examples_per_s: float | None = None
+    first_call_s: float | None = None
+    compile_s: float | None = None
+    seconds_per_call: list[float] = dataclasses.field(default_factory=list)
+    flops_per_s: float | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+def block(tree: Any) -> Any:
+    """Wait for every jax array in ``tree`` (other leaves pass through)."""
+    return jax.block_until_ready(tree)
+
+
+def measure(
+    case: str, impl: str, make: Callable[[], Bench], *, repeats: int, warmup: int = 1
+) -> Result:
+    """Build the bench with ``make`` and time it; a failure to build is a skip.
+
+    ``make`` raising ``ImportError`` (a peer not installed) or :class:`Skip`
+    gives a skipped result with the reason; any other error is also recorded
+    as skipped, with the exception text, so one broken peer never stops the
+    suite.
+    """
+    try:
+        bench = make()
+    except Skip as e:
+        return Result(case, impl, skipped=str(e))
+    except ImportError as e:
+        return Result(case, impl, skipped=f"not installed: {e.name or e}")
+    except Exception as e:  # a broken peer must not stop the suite
+        traceback.print_exc()
+        return Result(case, impl, skipped=f"error while building: {type(e).__name__}: {e}")
+    try:
+        start = time.perf_counter()
+        bench.call()
+        first = time.perf_counter() - start
+        for _ in range(warmup):
+            bench.call()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            bench.call()
+            times.append(time.perf_counter() - start)
+    except Exception as e:
+        traceback.print_exc()
+        return Result(case, impl, skipped=f"error while running: {type(e).__name__}: {e}")
+    med = statistics.median(times)
+    return Result(
+        case,
+        impl,
+        steps_per_s=bench.steps / med,
+        steps_per_s_min=bench.steps / max(times),
+        steps_per_s_max=bench.steps / min(times),
+        examples_per_s=bench.examples / med,
+        first_call_s=first,
+        # The first call = compile + one warm call's work.
+        compile_s=max(first - med, 0.0),
+        seconds_per_call=times,
+        flops_per_s=bench.flops / med if bench.flops else None,
+        extra=dict(bench.extra),
+    )
+
+
+class Skip(Exception):  # noqa: N818  (a skip, not an error)
+    """Raised by a bench builder that cannot run here (the message says why)."""
+
+
+def matmul_flops_per_s(n: int = 1024, repeats: int = 10, dtype=jnp.float32) -> dict:
+    """This process's measured ``a @ b`` throughput at ``n``^3 in ``dtype`` (the roofline).
+
+    Returns a dict with the median and min/max FLOP/s over ``repeats`` timed
+    batches of calls (each batch long enough to dwarf dispatch).
+    """
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(ka, (n, n), dtype)
+    b = jax.random.normal(kb, (n, n), dtype)
+    mm = jax.jit(lambda a, b: a @ b)
+    block(mm(a, b))
+    # Calls per batch: aim at ~0.2 s per batch.
+    start = time.perf_counter()
+    block(mm(a, b))
+    one = max(time.perf_counter() - start, 1e-6)
+    per_batch = max(1, min(1000, int(0.2 / one)))
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = None
+        for _ in range(per_batch):
+            out = mm(a, b)
+        block(out)
+        rates.append(2 * n**3 * per_batch / (time.perf_counter() - start))
+    return {
+        "n": n,
+        "dtype": jnp.dtype(dtype).name,
+        "flops_per_s": statistics.median(rates),
+        "flops_per_s_min": min(rates),
+        "flops_per_s_max": max(rates),
+    }
+
+
+def mlp_train_flops(sizes: tuple[int, ...], batch: int) -> float:
+    """FLOPs of one training step of a dense MLP: 3 x forward (forward, and 2 backward matmuls).
+
+    Counts only the matmuls (2 * in * out per example per layer); bias,
+    activations, loss and optimizer are small beside them.
+    """
+    macs = sum(a * b for a, b in itertools.pairwise(sizes))
+    return 3 * 2 * macs * batch

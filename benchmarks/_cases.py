@@ -37,6 +37,12 @@ class MLPCase:
     def steps_per_epoch(self) -> int:
         return self.rows // self.batch
 
+    @property
+    def loop_steps(self) -> int:
+        """Steps per timed call of a per-step Python loop: its rate does not depend on
+        the epoch length, so slow loops time at most 512 steps (a partial epoch)."""
+        return min(self.steps_per_epoch * self.epochs, 512)
+
 
 def cases(quick: bool, tiny: bool = False) -> dict[str, MLPCase]:
     """The MLP-shaped cases at full size, ``--quick`` size, or ``--tiny`` (smoke test) size."""

@@ -89,18 +89,15 @@ def jit_step(case: MLPCase) -> Bench:
     rng = np.random.default_rng(0)
 
     def call():
-        for _ in range(case.epochs):
-            perm = rng.permutation(case.rows)
-            logs = []
-            for i in range(case.steps_per_epoch):
-                idx = perm[i * case.batch : (i + 1) * case.batch]
-                state["params"], state["opt"], loss, acc = step(
-                    state["params"], state["opt"], x[idx], y[idx]
-                )
-                logs.append((loss, acc))
-            block((state["params"], logs))
+        logs = []
+        for idx in host_batches(case, rng):
+            state["params"], state["opt"], loss, acc = step(
+                state["params"], state["opt"], x[idx], y[idx]
+            )
+            logs.append((loss, acc))
+        block((state["params"], logs))
 
-    return _bench(case, call)
+    return _bench(case, call, steps=case.loop_steps)
 
 
 def scan_epoch(case: MLPCase) -> Bench:
@@ -140,8 +137,20 @@ def vmap_sweep(case: MLPCase) -> Bench:
     return _bench(case, call)
 
 
-def _bench(case: MLPCase, call) -> Bench:
-    steps = case.steps_per_epoch * case.epochs * case.runs
+def host_batches(case: MLPCase, rng: np.random.Generator):
+    """Index arrays of ``case.loop_steps`` shuffled batches, reshuffling every epoch
+    (the host-side loop of the JAX, Flax and Equinox docs)."""
+    left = case.loop_steps
+    while left > 0:
+        perm = rng.permutation(case.rows)
+        for i in range(min(case.steps_per_epoch, left)):
+            yield perm[i * case.batch : (i + 1) * case.batch]
+        left -= case.steps_per_epoch
+
+
+def _bench(case: MLPCase, call, steps: int | None = None) -> Bench:
+    """A bench doing ``steps`` steps per call (default: ``case.epochs`` epochs of every run)."""
+    steps = case.steps_per_epoch * case.epochs * case.runs if steps is None else steps
     return Bench(
         call,
         steps=steps,

@@ -64,21 +64,29 @@ def block(tree: Any) -> Any:
 
 
 def measure(
-    case: str, impl: str, make: Callable[[], Bench], *, repeats: int, warmup: int = 1
+    case: str,
+    impl: str,
+    make: Callable[[], Bench],
+    *,
+    repeats: int,
+    warmup: int = 1,
+    budget_s: float = 60.0,
 ) -> Result:
     """Build the bench with ``make`` and time it; a failure to build is a skip.
 
-    ``make`` raising ``ImportError`` (a peer not installed) or :class:`Skip`
-    gives a skipped result with the reason; any other error is also recorded
-    as skipped, with the exception text, so one broken peer never stops the
-    suite.
+    The first call (compile + one call's work) and ``warmup`` more calls are
+    not counted; then ``repeats`` timed calls, fewer (at least 2) when they
+    would take more than ``budget_s``. ``make`` raising ``ImportError`` (a
+    peer not installed) or :class:`Skip` gives a skipped result with the
+    reason; any other error is recorded as skipped with the exception text,
+    so one broken peer never stops the suite.
     """
     try:
         bench = make()
     except Skip as e:
         return Result(case, impl, skipped=str(e))
     except ImportError as e:
-        return Result(case, impl, skipped=f"not installed: {e.name or e}")
+        return Result(case, impl, skipped=f"skipped: not installed ({e.name or e})")
     except Exception as e:  # a broken peer must not stop the suite
         traceback.print_exc()
         return Result(case, impl, skipped=f"error while building: {type(e).__name__}: {e}")
@@ -86,8 +94,12 @@ def measure(
         start = time.perf_counter()
         bench.call()
         first = time.perf_counter() - start
+        warm = first
         for _ in range(warmup):
+            start = time.perf_counter()
             bench.call()
+            warm = time.perf_counter() - start
+        repeats = max(min(2, repeats), min(repeats, int(budget_s / max(warm, 1e-9))))
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -109,7 +121,7 @@ def measure(
         compile_s=max(first - med, 0.0),
         seconds_per_call=times,
         flops_per_s=bench.flops / med if bench.flops else None,
-        extra=dict(bench.extra),
+        extra={"steps_per_call": bench.steps, **bench.extra},
     )
 
 
@@ -151,10 +163,11 @@ def matmul_flops_per_s(n: int = 1024, repeats: int = 10, dtype=jnp.float32) -> d
 
 
 def mlp_train_flops(sizes: tuple[int, ...], batch: int) -> float:
-    """FLOPs of one training step of a dense MLP: 3 x forward (forward, and 2 backward matmuls).
+    """Matmul FLOPs of one training step of a dense MLP.
 
-    Counts only the matmuls (2 * in * out per example per layer); bias,
-    activations, loss and optimizer are small beside them.
+    Forward ``x @ w`` and the weight gradient for every layer, the input
+    gradient for every layer but the first: 2 FLOPs per multiply-add. Bias,
+    activations, loss and optimizer are small beside them and not counted.
     """
-    macs = sum(a * b for a, b in itertools.pairwise(sizes))
-    return 3 * 2 * macs * batch
+    macs = [a * b for a, b in itertools.pairwise(sizes)]
+    return 2 * batch * (3 * sum(macs) - macs[0])

@@ -37,3 +37,18 @@ def test_predict_and_evaluate_reuse_the_lifted_model():
     jnn.evaluate(model, params, (x, y), loss="bce")
     assert train._compiled_forward.cache_info().misses == fwd.misses
     assert train._compiled_eval.cache_info().misses == ev.misses
+
+
+def test_logits_accuracy_is_one_object_so_fit_reuses_its_epoch():
+    assert jnn.metrics.get("accuracy", from_logits=True) is jnn.metrics.get(
+        "accuracy", from_logits=True
+    )
+    model = jnn.Dense(3)
+    _, params = model.init(jax.random.key(0), (-1, 3))
+    x, _ = _data()
+    y = np.arange(40, dtype=np.int32) % 3
+    kwargs = dict(loss="cross_entropy", batch_size=8, metrics=["accuracy"], verbose=0)
+    jnn.fit(model, params, (x, y), key=jax.random.key(1), **kwargs)
+    misses = train._compiled_epoch.cache_info().misses
+    jnn.fit(model, params, (x, y), key=jax.random.key(2), **kwargs)
+    assert train._compiled_epoch.cache_info().misses == misses

@@ -185,24 +185,6 @@ def _lift_apply(apply: Callable) -> StatefulLayer:
     return StatefulLayer(init, lifted)
 
 
-@functools.lru_cache(maxsize=256)
-def _cached_stateful(model: AnyLayer) -> StatefulLayer:
-    return stateful(model)
-
-
-def _lift(model: AnyLayer) -> StatefulLayer:
-    """``stateful(model)``, the same object every time for the same model.
-
-    The compiled epoch/eval/forward functions are cached per lifted model; a
-    fresh lift per call (new closures) would miss those caches and recompile
-    on every ``fit``/``evaluate``/``predict`` call.
-    """
-    try:
-        return _cached_stateful(model)
-    except TypeError:  # an unhashable model: lift it afresh
-        return stateful(model)
-
-
 @functools.lru_cache(maxsize=64)
 def _jit_init(tx: optax.GradientTransformation) -> Callable:
     """``jax.jit(tx.init)``, cached: one compiled call instead of a dispatch per leaf."""
@@ -548,7 +530,7 @@ def fit(
     """
     where = "fit"
     _check_layer(model, f"{where}: model: ")
-    smodel = _lift(model)
+    smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
     x, y, w = check_xy(where, data, weights=sample_weight)
     epochs = check_positive_int(where, "epochs", epochs)
@@ -575,16 +557,16 @@ def fit(
             f"{history_keys}" + ("" if val is not None else "; val_* needs validation_data.")
         )
 
-    # Copy: the compiled epoch donates the state's buffers, never the caller's params.
-    params = jax.tree.map(jnp.array, params)
+    # Fresh buffers: the compiled epoch donates its state, never the caller's arrays.
+    params = _copy_tree(params)
     fresh = opt_state is None
-    opt_state = _jit_init(tx)(params) if fresh else jax.tree.map(jnp.array, opt_state)
+    opt_state = _jit_init(tx)(params) if fresh else _copy_tree(opt_state)
     state = TrainState(
         params=params,
         opt_state=opt_state,
         step=jnp.zeros((), jnp.int32),
-        key=key,
-        model_state=jax.tree.map(jnp.array, model_state),
+        key=_copy_tree(key),
+        model_state=_copy_tree(model_state),
     )
     epoch_fn = _compiled_epoch(
         smodel, loss_fn, tx, metric_fns, batch_size, shuffle, val is not None
@@ -609,6 +591,10 @@ def fit(
     if stopper is not None and stopper.config.restore_best and stopper.best_state is not None:
         state = stopper.best_state
     return FitResult(state, history)
+
+
+def _copy_tree(tree: Any) -> Any:
+    return jax.tree.map(lambda a: jnp.asarray(a).copy(), tree)
 
 
 def _check_model_state(where: str, model: AnyLayer, model_state: State | None) -> State:
@@ -770,7 +756,7 @@ def evaluate(
     _check_layer(model, f"{where}: model: ")
     if loss is None and not metrics:
         raise ValueError(f"{where}: give a loss and/or metrics to compute.")
-    smodel = _lift(model)
+    smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
     x, y, w = check_xy(where, data, weights=sample_weight)
     batch_size = min(check_positive_int(where, "batch_size", batch_size), x.shape[0])
@@ -834,7 +820,7 @@ def predict(
 
     where = "predict"
     _check_layer(model, f"{where}: model: ")
-    smodel = _lift(model)
+    smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
     x = as_host_array(where, "x", x)
     n = x.shape[0]

@@ -90,6 +90,20 @@ def _rss_bytes() -> int | None:
         return None
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak RSS: VmHWM on Linux (``ru_maxrss`` survives exec, so a child
+    started by a big parent would report the parent's peak), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS: bytes, Linux: KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
 def memory_child(impl: str, quick: bool, tiny: bool) -> int:
     """Case (6) in this fresh process: train case (2) with ``impl``, print peak memory as JSON."""
     import jax
@@ -105,7 +119,7 @@ def memory_child(impl: str, quick: bool, tiny: bool) -> int:
     before = _rss_bytes()
     bench.call()
     bench.call()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = _peak_rss_bytes()
     stats = jax.devices()[0].memory_stats() or {}
     print(
         json.dumps(

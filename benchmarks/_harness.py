@@ -2,9 +2,10 @@
 
 A *bench* is a zero-argument callable doing one timed unit of work (it must
 block until the device is done) plus the number of training steps and
-examples that unit contains. :func:`measure` times the first call (compile
-and first step), one more warm-up call, then ``repeats`` calls, and reports
-the median with min and max.
+examples that unit contains. :func:`measure_case` times the first call of
+each (compile and first step), one more warm-up call, then ``repeats`` rounds
+of calls interleaved across the implementations, and reports the median with
+min and max.
 """
 
 from __future__ import annotations
@@ -72,57 +73,94 @@ def measure(
     warmup: int = 1,
     budget_s: float = 60.0,
 ) -> Result:
-    """Build the bench with ``make`` and time it; a failure to build is a skip.
+    """Time one implementation: :func:`measure_case` with a single entry."""
+    return measure_case(case, {impl: make}, repeats=repeats, warmup=warmup, budget_s=budget_s)[0]
 
-    The first call (compile + one call's work) and ``warmup`` more calls are
-    not counted; then ``repeats`` timed calls, fewer (at least 2) when they
-    would take more than ``budget_s``. ``make`` raising ``ImportError`` (a
-    peer not installed) or :class:`Skip` gives a skipped result with the
-    reason; any other error is recorded as skipped with the exception text,
-    so one broken peer never stops the suite.
+
+def measure_case(
+    case: str,
+    makes: dict[str, Callable[[], Bench]],
+    *,
+    repeats: int,
+    warmup: int = 1,
+    budget_s: float = 60.0,
+) -> list[Result]:
+    """Build and time every implementation of one case, the timed calls interleaved.
+
+    For each implementation: build it, time its first call (compile + one
+    call's work), and make ``warmup`` more calls, none of them counted. Then
+    ``repeats`` timed rounds, each calling every implementation once, so a
+    change of machine load hits all of them alike and their ratios stay fair.
+    An implementation whose calls would take more than ``budget_s`` in all
+    gets fewer timed calls (at least 2). A builder raising ``ImportError``
+    (peer not installed) or :class:`Skip` gives a skipped result with the
+    reason; any other error is recorded as skipped with its text, so one
+    broken peer never stops the suite.
     """
-    try:
-        bench = make()
-    except Skip as e:
-        return Result(case, impl, skipped=str(e))
-    except ImportError as e:
-        return Result(case, impl, skipped=f"skipped: not installed ({e.name or e})")
-    except Exception as e:  # a broken peer must not stop the suite
-        traceback.print_exc()
-        return Result(case, impl, skipped=f"error while building: {type(e).__name__}: {e}")
-    try:
-        start = time.perf_counter()
-        bench.call()
-        first = time.perf_counter() - start
-        warm = first
-        for _ in range(warmup):
+    results: dict[str, Result] = {}
+    live: dict[str, tuple[Bench, float, int]] = {}
+    for impl, make in makes.items():
+        try:
+            bench = make()
+        except Skip as e:
+            results[impl] = Result(case, impl, skipped=str(e))
+            continue
+        except ImportError as e:
+            results[impl] = Result(case, impl, skipped=f"skipped: not installed ({e.name or e})")
+            continue
+        except Exception as e:  # a broken peer must not stop the suite
+            traceback.print_exc()
+            results[impl] = Result(case, impl, skipped=f"error while building: {_err(e)}")
+            continue
+        try:
             start = time.perf_counter()
             bench.call()
-            warm = time.perf_counter() - start
-        repeats = max(min(2, repeats), min(repeats, int(budget_s / max(warm, 1e-9))))
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            bench.call()
-            times.append(time.perf_counter() - start)
-    except Exception as e:
-        traceback.print_exc()
-        return Result(case, impl, skipped=f"error while running: {type(e).__name__}: {e}")
-    med = statistics.median(times)
-    return Result(
-        case,
-        impl,
-        steps_per_s=bench.steps / med,
-        steps_per_s_min=bench.steps / max(times),
-        steps_per_s_max=bench.steps / min(times),
-        examples_per_s=bench.examples / med,
-        first_call_s=first,
-        # The first call = compile + one warm call's work.
-        compile_s=max(first - med, 0.0),
-        seconds_per_call=times,
-        flops_per_s=bench.flops / med if bench.flops else None,
-        extra={"steps_per_call": bench.steps, **bench.extra},
-    )
+            first = time.perf_counter() - start
+            warm = first
+            for _ in range(warmup):
+                start = time.perf_counter()
+                bench.call()
+                warm = time.perf_counter() - start
+        except Exception as e:
+            traceback.print_exc()
+            results[impl] = Result(case, impl, skipped=f"error while running: {_err(e)}")
+            continue
+        reps = max(min(2, repeats), min(repeats, int(budget_s / max(warm, 1e-9))))
+        live[impl] = (bench, first, reps)
+    times: dict[str, list[float]] = {impl: [] for impl in live}
+    for round_ in range(max((reps for _, _, reps in live.values()), default=0)):
+        for impl, (bench, _, reps) in list(live.items()):
+            if round_ >= reps:
+                continue
+            try:
+                start = time.perf_counter()
+                bench.call()
+                times[impl].append(time.perf_counter() - start)
+            except Exception as e:
+                traceback.print_exc()
+                results[impl] = Result(case, impl, skipped=f"error while running: {_err(e)}")
+                del live[impl]
+    for impl, (bench, first, _) in live.items():
+        ts = times[impl]
+        med = statistics.median(ts)
+        results[impl] = Result(
+            case,
+            impl,
+            steps_per_s=bench.steps / med,
+            steps_per_s_min=bench.steps / max(ts),
+            steps_per_s_max=bench.steps / min(ts),
+            examples_per_s=bench.examples / med,
+            first_call_s=first,
+            compile_s=max(first - med, 0.0),  # the first call = compile + one call's work
+            seconds_per_call=ts,
+            flops_per_s=bench.flops / med if bench.flops else None,
+            extra={"steps_per_call": bench.steps, **bench.extra},
+        )
+    return [results[impl] for impl in makes]
+
+
+def _err(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}"
 
 
 class Skip(Exception):  # noqa: N818  (a skip, not an error)

@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks import _handwritten, _jnn
 from benchmarks._cases import cases
-from benchmarks._harness import measure
+from benchmarks._harness import measure_case
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,14 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     case = cases(args.quick)["seed"]
     repeats = args.repeats or (3 if args.quick else 5)
-    results = {
-        name: measure("seed", name, make, repeats=repeats)
-        for name, make in (
-            ("jnn.fit", lambda: _jnn.fit(case)),
-            ("jax.jit per step", lambda: _handwritten.jit_step(case)),
-            ("jax lax.scan epoch", lambda: _handwritten.scan_epoch(case)),
-        )
+    makes = {
+        "jnn.fit": lambda: _jnn.fit(case),
+        "jax.jit per step": lambda: _handwritten.jit_step(case),
+        "jax lax.scan epoch": lambda: _handwritten.scan_epoch(case),
     }
+    results = {r.impl: r for r in measure_case("seed", makes, repeats=repeats)}
+    for r in results.values():
+        if r.skipped:
+            print(f"{r.impl}: {r.skipped}")
+            return 1
     print(
         f"seed network {case.sizes}, batch {case.batch}, {case.rows} rows, "
         f"{case.epochs} epoch(s) per call, median of {repeats} (min-max)"

@@ -6,8 +6,9 @@ process's measured f32 ``a @ b`` throughput; (3) the digits CNN; (4) a sweep of
 64 seed networks (vmap); (5) compile time to first step of every case; (6) the
 peak memory of training case (2), one fresh process per implementation.
 
-Every figure excludes warm-up, repeats the timed call and reports the median
-with min-max. Prints a markdown table and writes ``results.json``,
+Every figure excludes compile and warm-up, repeats the timed call (in rounds
+interleaved across a case's implementations, so load changes hit all alike)
+and reports the median with min-max. Prints a markdown table and writes ``results.json``,
 ``results.md`` and ``results.png`` under ``--out`` (default
 ``benchmarks/results/``).
 
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     from benchmarks import _report
-    from benchmarks._harness import matmul_flops_per_s, measure
+    from benchmarks._harness import matmul_flops_per_s, measure_case
 
     if args.device and jax.default_backend() == "cpu":
         print("--device: no accelerator found, running on the CPU.", file=sys.stderr)
@@ -206,11 +207,11 @@ def main(argv: list[str] | None = None) -> int:
             again = matmul_flops_per_s(1024, repeats=3 if args.tiny else 10)
             if again["flops_per_s"] > matmul["flops_per_s"]:
                 matmul.update(again)
-        for name in _selected(impls, patterns):
-            r = measure(case, name, impls[name], repeats=repeats, budget_s=budget)
+        chosen = {name: impls[name] for name in _selected(impls, patterns)}
+        for r in measure_case(case, chosen, repeats=repeats, budget_s=budget):
             results.append(r)
             shown = r.skipped or f"{r.steps_per_s:.1f} steps/s, compile {r.compile_s:.2f} s"
-            print(f"  {case:6s} {name}: {shown}", file=sys.stderr)
+            print(f"  {case:6s} {r.impl}: {shown}", file=sys.stderr)
 
     memory = []
     if "mlp" in args.cases.split(",") and not args.no_memory:

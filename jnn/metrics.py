@@ -99,6 +99,11 @@ _METRICS: dict[str, Callable[..., Array]] = {
 }
 
 
+# One object per metric, not a new partial per call: fit caches its compiled
+# epoch by the metric functions, and a fresh partial would recompile every call.
+_AT_ZERO = {fn: partial(fn, threshold=0.0) for fn in (accuracy, binary_accuracy)}
+
+
 def get(metric: str | Callable[..., Array], *, from_logits: bool = False) -> Callable[..., Array]:
     """Resolve a metric (or any loss) by name, or pass a callable through.
 
@@ -119,8 +124,8 @@ def get(metric: str | Callable[..., Array], *, from_logits: bool = False) -> Cal
         raise TypeError(f"metric must be a name or a callable, got {type(metric).__name__}.")
     if metric in _METRICS:
         fn = _METRICS[metric]
-        if from_logits and fn in (accuracy, binary_accuracy):
-            return partial(fn, threshold=0.0)
+        if from_logits and fn in _AT_ZERO:
+            return _AT_ZERO[fn]
         return fn
     try:
         return _losses.get(metric)

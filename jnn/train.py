@@ -185,6 +185,12 @@ def _lift_apply(apply: Callable) -> StatefulLayer:
     return StatefulLayer(init, lifted)
 
 
+@functools.lru_cache(maxsize=64)
+def _jit_init(tx: optax.GradientTransformation) -> Callable:
+    """``jax.jit(tx.init)``, cached: one compiled call instead of a dispatch per leaf."""
+    return jax.jit(tx.init)
+
+
 def _metric_names(metrics: Sequence[Any]) -> list[str]:
     names = []
     for m in metrics:
@@ -555,9 +561,11 @@ def fit(
 
     # Fresh buffers: the compiled epoch donates its state, never the caller's arrays.
     params = _copy_tree(params)
+    fresh = opt_state is None
+    opt_state = _jit_init(tx)(params) if fresh else _copy_tree(opt_state)
     state = TrainState(
         params=params,
-        opt_state=tx.init(params) if opt_state is None else _copy_tree(opt_state),
+        opt_state=opt_state,
         step=jnp.zeros((), jnp.int32),
         key=_copy_tree(key),
         model_state=_copy_tree(model_state),
@@ -602,8 +610,39 @@ def _check_model_state(where: str, model: AnyLayer, model_state: State | None) -
     return {} if model_state is None else model_state
 
 
+_TRACE_CACHE: dict[Any, tuple[int, ...]] = {}
+
+
 def _check_trace(where, model, params, model_state, loss_fn, metric_fns, x, y, w):
-    """Trace (not compile) the model and loss on one batch: shape errors surface here."""
+    """Trace (not compile) the model and loss on one batch: shape errors surface here.
+
+    The traced output shape is remembered per (model, loss, metrics, param and
+    data shapes): re-tracing costs tens of ms per ``fit`` call, more than a
+    whole epoch of a small model.
+    """
+    leaves, treedef = jax.tree.flatten((params, model_state))
+    cache_key = (
+        model,
+        loss_fn,
+        metric_fns,
+        treedef,
+        tuple((np.shape(a), jnp.result_type(a)) for a in leaves),
+        (x.shape[1:], x.dtype, y.shape[1:], y.dtype),
+    )
+    try:
+        out_shape = _TRACE_CACHE.get(cache_key)
+    except TypeError:  # something unhashable: no caching
+        cache_key, out_shape = None, None
+    if out_shape is None:
+        out_shape = _trace_shape(where, model, params, model_state, loss_fn, metric_fns, x, y)
+        if cache_key is not None:
+            if len(_TRACE_CACHE) >= 256:
+                _TRACE_CACHE.clear()
+            _TRACE_CACHE[cache_key] = out_shape
+    return out_shape
+
+
+def _trace_shape(where, model, params, model_state, loss_fn, metric_fns, x, y):
     xb, yb = (
         jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype),
         jax.ShapeDtypeStruct((1, *y.shape[1:]), y.dtype),

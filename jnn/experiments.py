@@ -606,14 +606,19 @@ def _run_bytes(model, params, model_state, tx, loss_fn, x, y, batch_size, epochs
     return 4 * state + 2 * data + _jaxpr_bytes(step) + 4 * epochs * len(keys) + 4096
 
 
-def _run_chunks(train, runs, per_run, shared, keys, chunk_size, verbose, run_bytes, cls, extra):
-    num_runs = len(runs)
-    devices = jax.devices()
+def _chunk_size(chunk_size: int | None, num_runs: int, num_devices: int, run_bytes) -> int:
+    """Runs per compiled call: as many as a quarter of free memory holds, a multiple of devices."""
     if chunk_size is None:
         chunk_size = max(1, min(num_runs, _available_bytes() // max(run_bytes(), 1)))
     else:
         chunk_size = check_positive_int("sweep", "chunk_size", chunk_size)
-    chunk_size = -(-chunk_size // len(devices)) * len(devices)
+    return -(-chunk_size // num_devices) * num_devices
+
+
+def _run_chunks(train, runs, per_run, shared, keys, chunk_size, verbose, run_bytes, cls, extra):
+    num_runs = len(runs)
+    devices = jax.devices()
+    chunk_size = _chunk_size(chunk_size, num_runs, len(devices), run_bytes)
     sharding = None
     if len(devices) > 1:
         sharding = NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs"))

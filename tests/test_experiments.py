@@ -49,8 +49,8 @@ def test_shapes_and_run_order(res):
     assert not res.diverged.any()
 
 
-@pytest.mark.parametrize("i", [0, 7])
-def test_vmapped_run_equals_lone_fit(res, i):
+def test_vmapped_run_equals_lone_fit(res):
+    i = 6  # learning rate 0.1, seed 1, fold 0
     args = res.fit_args(i)
     assert args["validation_data"][0].shape[0] == 20  # the held-out fold only
     alone = jnn.fit(MODEL, data=(X, Y), **KW, **args)
@@ -60,40 +60,39 @@ def test_vmapped_run_equals_lone_fit(res, i):
         np.testing.assert_allclose(values, res.history[k][i], rtol=1e-5, atol=1e-6)
 
 
-def test_seed_pairs_and_plain_optimizer_equal_lone_fit():
+def test_bootstrap_seed_pairs_and_plain_optimizer_equal_lone_fit():
     tx = optax.sgd(0.1)
-    res = ex.sweep(MODEL, (X, Y), optimizer=tx, seeds=[(3, 4)], **KW)
+    res = ex.sweep(MODEL, (X, Y), optimizer=tx, seeds=[(3, 4)], folds=ex.Bootstrap(2), **KW)
+    assert [r.fold for r in res.runs] == [0, 1] and res.monitor == "val_loss"
+    counts, oob = ex.bootstrap_weights(40, 2)
     init_key, fit_key = ex.run_keys((3, 4))
     _, params = MODEL.init(init_key, (-1, 3))
-    alone = jnn.fit(MODEL, params, (X, Y), optimizer=tx, key=fit_key, **KW)
-    _close(alone.params, res.run_params(0))
-    assert res.monitor == "loss" and res.table[0]["fold"] is None
+    held_out = oob[1] > 0
+    alone = jnn.fit(
+        MODEL, params, (X, Y), optimizer=tx, key=fit_key, sample_weight=counts[1],
+        validation_data=(X[held_out], Y[held_out]), **KW,
+    )  # fmt: skip
+    _close(alone.params, res.run_params(1))
+    np.testing.assert_allclose(alone.history["val_loss"], res.history["val_loss"][1], rtol=1e-5)
 
 
-def test_auto_chunks_equal_one_chunk(res, monkeypatch):
-    monkeypatch.setattr(ex, "_available_bytes", lambda: 1)  # forces one run per chunk
-    chunked = _sweep()
-    _close(chunked.params, res.params)
-    _close(chunked.history, res.history)
-    three = _sweep(chunk_size=3)  # 3 chunks, the last padded
+def test_chunked_equals_one_chunk(res):
+    three = _sweep(chunk_size=3)  # 3 compiled calls, the last padded with a repeated run
     _close(three.params, res.params)
+    _close(three.history, res.history)
 
 
-def test_default_chunk_fits_many_runs_of_a_small_model():
-    big = ex._run_bytes(
-        jnn.stateful(MODEL),
-        MODEL.init(jax.random.key(0), (-1, 3))[1],
-        {},
-        optax.adam(1e-3),
-        jnn.losses.bce,
-        X,
-        Y,
-        16,
-        2,
-        ["loss"],
-    )
-    assert 0 < big < 1_000_000  # a small model needs well under 1 MB per run
-    assert ex._available_bytes() // big > 10_000
+def test_default_chunk_size_from_memory(monkeypatch):
+    per_run = ex._run_bytes(
+        jnn.stateful(MODEL), MODEL.init(jax.random.key(0), (-1, 3))[1], {}, optax.adam(1e-3),
+        jnn.losses.bce, X, Y, 16, 2, ["loss"],
+    )  # fmt: skip
+    assert 0 < per_run < 1_000_000  # a small model needs well under 1 MB per run
+    assert ex._chunk_size(None, 10_000, 1, lambda: per_run) == 10_000  # fits this machine
+    monkeypatch.setattr(ex, "_available_bytes", lambda: 10 * per_run)
+    assert ex._chunk_size(None, 10_000, 1, lambda: per_run) == 10
+    assert ex._chunk_size(None, 10_000, 4, lambda: per_run) == 12  # a multiple of devices
+    assert ex._chunk_size(5, 10_000, 1, lambda: per_run) == 5
 
 
 def test_kfold_masks_cover_every_example_once_as_validation():
@@ -111,9 +110,6 @@ def test_bootstrap_counts_and_out_of_bag():
     counts, oob = ex.bootstrap_weights(50, 4, seed=2)
     np.testing.assert_array_equal(counts.sum(axis=1), [50] * 4)
     np.testing.assert_array_equal(oob, (counts == 0).astype(np.float32))
-    res = ex.sweep(MODEL, (X, Y), folds=ex.Bootstrap(2), **KW)
-    args = res.fit_args(1)
-    np.testing.assert_array_equal(args["sample_weight"], ex.bootstrap_weights(40, 2)[0][1])
 
 
 def test_diverging_learning_rate_is_flagged_and_isolated():

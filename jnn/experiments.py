@@ -20,6 +20,7 @@ across devices when there are several.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -216,7 +217,13 @@ def _optimizer(optimizer: Any, settings: list[dict[str, float]]) -> tuple[Callab
         )
     else:
         factory = optimizer
-    return factory, optax.inject_hyperparams(factory)(**settings[0])
+    return factory, _injected(factory, tuple(settings[0].items()))
+
+
+@functools.lru_cache(maxsize=16)
+def _injected(factory: Callable, setting: tuple) -> optax.GradientTransformation:
+    """One transformation per factory: its update reads the hparams from each run's state."""
+    return optax.inject_hyperparams(factory)(**dict(setting))
 
 
 # --------------------------------------------------------------------------- result
@@ -503,13 +510,49 @@ def sweep(
         val = tuple(jnp.asarray(a) for a in check_xy(f"{where}: validation_data", validation_data))
     shared = (jnp.asarray(x), jnp.asarray(y), jnp.asarray(train_w), jnp.asarray(val_w), val)
 
+    train = _compiled_sweep(
+        smodel, loss_fn, tx, factory, metric_fns, batch_size, shuffle, validate,
+        fold_weights is not None, epochs, in_shape,
+    )  # fmt: skip
+    return _run_chunks(
+        train, runs, per_run, shared, keys, chunk_size, verbose,
+        lambda: _run_bytes(
+            smodel, tx, loss_fn, (x.shape[1:], x.dtype), (y.shape[1:], y.dtype), n,
+            batch_size, epochs * len(keys),
+        ),
+        SweepResult, dict(
+            monitor=monitor, fold_weights=fold_weights, hparam_factory=factory,
+            model=model, data=(x, y, w), input_shape=in_shape,
+        ),
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_sweep(
+    smodel,
+    loss_fn,
+    tx,
+    factory,
+    metric_fns,
+    batch_size,
+    shuffle,
+    validate,
+    folded,
+    epochs,
+    in_shape,
+) -> Callable:
+    """``train(init_seed, shuffle_seed, fold, hparams, shared)``: a chunk of runs, jitted.
+
+    Each run initializes from its seed and scans ``fit``'s own epoch function
+    over the epochs; ``jax.vmap`` runs them in lockstep.
+    """
     epoch = _epoch_fn(smodel, loss_fn, tx, metric_fns, batch_size, shuffle, validate)
-    folded = fold_weights is not None
 
     def one_run(init_seed, shuffle_seed, fold, hp, shared):
         xd, yd, train_w, val_w, val = shared
         init_key, fit_key = _seed_keys(init_seed, shuffle_seed)
         _, params, model_state = smodel.init(init_key, in_shape)
+        # Exactly what fit does with optax.inject_hyperparams(factory)(**hparams).
         run_tx = tx if factory is None else optax.inject_hyperparams(factory)(**hp)
         state = TrainState(
             params, run_tx.init(params), jnp.zeros((), jnp.int32), fit_key, model_state
@@ -519,18 +562,9 @@ def sweep(
         def body(state, _):
             return epoch(state, xd, yd, train_w[fold], run_val)
 
-        state, logs = jax.lax.scan(body, state, None, length=epochs)
-        return state, logs
+        return jax.lax.scan(body, state, None, length=epochs)
 
-    train = jax.jit(jax.vmap(one_run, in_axes=(0, 0, 0, 0, None)))
-    return _run_chunks(
-        train, runs, per_run, shared, keys, chunk_size, verbose,
-        lambda: _run_bytes(smodel, params0, mstate0, tx, loss_fn, x, y, batch_size, epochs, keys),
-        SweepResult, dict(
-            monitor=monitor, fold_weights=fold_weights, hparam_factory=factory,
-            model=model, data=(x, y, w), input_shape=in_shape,
-        ),
-    )  # fmt: skip
+    return jax.jit(jax.vmap(one_run, in_axes=(0, 0, 0, 0, None)))
 
 
 def _seed_list(seeds: Any) -> list[Seed]:
@@ -589,21 +623,30 @@ def _jaxpr_bytes(jaxpr: Any) -> int:
     return total
 
 
-def _run_bytes(model, params, model_state, tx, loss_fn, x, y, batch_size, epochs, keys) -> int:
-    """Memory one run needs: its states, a shuffled copy of the data, one step's values."""
-    xb = jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype)
-    yb = jax.ShapeDtypeStruct((batch_size, *y.shape[1:]), y.dtype)
+@functools.lru_cache(maxsize=32)
+def _run_bytes(smodel, tx, loss_fn, x_spec, y_spec, num_examples, batch_size, history) -> int:
+    """Memory one run needs: its states, a shuffled copy of the data, one step's values.
+
+    ``x_spec``/``y_spec`` are ``(shape, dtype)`` of one example; ``history`` the
+    number of floats each run records. Cached: tracing costs more than a small sweep.
+    """
+    xb = jax.ShapeDtypeStruct((batch_size, *x_spec[0]), x_spec[1])
+    yb = jax.ShapeDtypeStruct((batch_size, *y_spec[0]), y_spec[1])
+    _, params, model_state = jax.eval_shape(
+        lambda k: smodel.init(k, (-1, *x_spec[0])), jax.random.key(0)
+    )
 
     def grads(params, xb, yb):
         def objective(p):
-            return loss_fn(model.apply(p, model_state, xb, train=True)[0], yb)
+            return loss_fn(smodel.apply(p, model_state, xb, train=True)[0], yb)
 
         return jax.grad(objective)(params)
 
     step = jax.make_jaxpr(grads)(params, xb, yb).jaxpr
     state = _nbytes(params) + _nbytes(jax.eval_shape(tx.init, params)) + _nbytes(model_state)
-    data = (x.nbytes + y.nbytes) * (x.shape[0] + batch_size) // x.shape[0] + 4 * x.shape[0]
-    return 4 * state + 2 * data + _jaxpr_bytes(step) + 4 * epochs * len(keys) + 4096
+    example = _nbytes(xb) // batch_size + _nbytes(yb) // batch_size + 4
+    data = example * (num_examples + batch_size)
+    return 4 * state + 2 * data + _jaxpr_bytes(step) + 4 * history + 4096
 
 
 def _chunk_size(chunk_size: int | None, num_runs: int, num_devices: int, run_bytes) -> int:

@@ -84,8 +84,8 @@ def test_chunked_equals_one_chunk(res):
 
 def test_default_chunk_size_from_memory(monkeypatch):
     per_run = ex._run_bytes(
-        jnn.stateful(MODEL), MODEL.init(jax.random.key(0), (-1, 3))[1], {}, optax.adam(1e-3),
-        jnn.losses.bce, X, Y, 16, 2, ["loss"],
+        jnn.stateful(MODEL), optax.adam(1e-3), jnn.losses.bce, ((3,), X.dtype), ((1,), Y.dtype),
+        40, 16, 2,
     )  # fmt: skip
     assert 0 < per_run < 1_000_000  # a small model needs well under 1 MB per run
     assert ex._chunk_size(None, 10_000, 1, lambda: per_run) == 10_000  # fits this machine

@@ -184,7 +184,21 @@ def test_four_host_devices_give_the_same_results(res, tmp_path):
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import test_experiments as t
         assert jax.device_count() == 4, jax.devices()
-        out = t._sweep(chunk_size=3)  # rounded up to 4: two sharded chunks
+        compiled, seen = t.ex._compiled_sweep, []
+
+        def spy(*args):
+            train = compiled(*args)
+
+            def run(*a):
+                out = train(*a)
+                seen.append(len(jax.tree.leaves(out[0].params)[0].sharding.device_set))
+                return out
+
+            return run
+
+        t.ex._compiled_sweep = spy
+        out = t._sweep(chunk_size=3)  # rounded up to 4: two chunks, each sharded 4 ways
+        assert seen == [4, 4], seen
         np.savez({str(tmp_path / "out.npz")!r}, val_loss=out.history["val_loss"],
                  w=np.asarray(out.params["dense_0"]["w"]))
         print(json.dumps({{"devices": jax.device_count()}}))

@@ -21,7 +21,8 @@ from sklearn.model_selection import train_test_split
 import jnn
 
 
-def main() -> None:
+def main(epochs: int = 30, out: str = "artifacts/lr_sweep.png", verbose: bool = True):
+    """Run the sweep, print its table and summary, save the plot; return the result."""
     data = load_breast_cancer()
     x = data.data[:, :10].astype(np.float32)  # the 10 "mean ..." features
     y = data.target.astype(np.float32).reshape(-1, 1)
@@ -42,25 +43,29 @@ def main() -> None:
         optimizer=lambda learning_rate: optax.adam(learning_rate),
         hparams={"learning_rate": np.logspace(-4, 0.5, 8).round(6).tolist()},
         seeds=8,
-        epochs=30,
+        epochs=epochs,
         batch_size=32,
         metrics=["accuracy"],
         validation_data=(x_val, y_val),
     )
     seconds = time.perf_counter() - start
-    print(res.table)
-    print()
-    print("Mean and std over the 8 seeds of each learning rate:")
-    print(res.summary())
-    best = res.runs[res.best_index]
-    print(
-        f"\n{len(res.runs)} runs in {seconds:.1f}s (compile included); best run {best.index}: "
-        f"learning_rate={best.hparams['learning_rate']:g}, seed={best.seed}, "
-        f"val_loss={res.history['val_loss'][best.index, -1]:.4f}, "
-        f"val_accuracy={res.history['val_accuracy'][best.index, -1]:.3f}"
-    )
-    os.makedirs("artifacts", exist_ok=True)
-    print("plot:", res.plot("artifacts/lr_sweep.png", x="learning_rate", metric="val_loss"))
+    if verbose:
+        print(res.table)
+        print()
+        print("Mean and std over the 8 seeds of each learning rate:")
+        print(res.summary())
+        best = res.runs[res.best_index]
+        print(
+            f"\n{len(res.runs)} runs in {seconds:.1f}s (compile included); best run {best.index}: "
+            f"learning_rate={best.hparams['learning_rate']:g}, seed={best.seed}, "
+            f"val_loss={res.history['val_loss'][best.index, -1]:.4f}, "
+            f"val_accuracy={res.history['val_accuracy'][best.index, -1]:.3f}"
+        )
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    path = res.plot(out, x="learning_rate", metric="val_loss")
+    if verbose:
+        print("plot:", path)
+    return res
 
 
 if __name__ == "__main__":

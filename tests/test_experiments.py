@@ -1,5 +1,6 @@
 """Tests for jnn.experiments: vmapped sweeps equal lone fits, chunks, folds, divergence, devices."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -214,3 +215,13 @@ def test_four_host_devices_give_the_same_results(res, tmp_path):
     out = np.load(tmp_path / "out.npz")
     np.testing.assert_allclose(out["val_loss"], res.history["val_loss"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["w"], np.asarray(res.params["dense_0"]["w"]), atol=1e-5)
+
+
+def test_lr_sweep_example_runs(tmp_path):
+    path = Path(__file__).parents[1] / "examples" / "lr_sweep.py"
+    spec = importlib.util.spec_from_file_location("lr_sweep", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    res = module.main(epochs=2, out=str(tmp_path / "lr.png"), verbose=False)
+    assert len(res.runs) == 64 and len({r.hparams["learning_rate"] for r in res.runs}) == 8
+    assert (tmp_path / "lr.png").stat().st_size > 10_000

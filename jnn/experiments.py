@@ -260,6 +260,13 @@ class SweepResult(NamedTuple):
     data: tuple[np.ndarray, np.ndarray, np.ndarray]
     input_shape: tuple
 
+    def __repr__(self) -> str:
+        epochs = next(iter(self.history.values())).shape[1]
+        return (
+            f"SweepResult(runs={len(self.runs)}, epochs={epochs}, monitor={self.monitor!r}, "
+            f"diverged={int(self.diverged.sum())}, history={list(self.history)})"
+        )
+
     @property
     def maximize(self) -> bool:
         """Whether a larger ``monitor`` is better (accuracies)."""
@@ -448,6 +455,8 @@ def sweep(
       (12, (12, 2), 12)
       >>> len(res.summary())
       2
+      >>> res
+      SweepResult(runs=12, epochs=2, monitor='val_loss', diverged=0, history=['loss', 'val_loss'])
     """
     where = "sweep"
     _check_layer(model, f"{where}: model: ")

@@ -476,8 +476,9 @@ def sweep(
     loss_fn = _losses.get(loss)
     metric_fns = _resolve_metrics(metrics, loss_fn)
     in_shape = (-1, *x.shape[1:])
-    _, params0, mstate0 = jax.eval_shape(lambda k: smodel.init(k, in_shape), jax.random.key(0))
-    out_shape = _check_trace(where, smodel, params0, mstate0, loss_fn, metric_fns, x, y, w)
+    out_shape = _traced_out_shape(
+        smodel, loss_fn, metric_fns, (x.shape, x.dtype), (y.shape[1:], y.dtype)
+    )
     check_labels(
         where, loss if isinstance(loss, str) else getattr(loss_fn, "__name__", None), y, out_shape
     )
@@ -534,6 +535,16 @@ def sweep(
             model=model, data=(x, y, w), input_shape=in_shape,
         ),
     )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=32)
+def _traced_out_shape(smodel, loss_fn, metric_fns, x_spec, y_spec) -> tuple:
+    """``fit``'s eager shape check (trace, never compile), cached per model and shapes."""
+    x = jax.ShapeDtypeStruct(*x_spec)
+    y = jax.ShapeDtypeStruct((x_spec[0][0], *y_spec[0]), y_spec[1])
+    in_shape = (-1, *x_spec[0][1:])
+    _, params, model_state = jax.eval_shape(lambda k: smodel.init(k, in_shape), jax.random.key(0))
+    return _check_trace("sweep", smodel, params, model_state, loss_fn, metric_fns, x, y, None)
 
 
 @functools.lru_cache(maxsize=16)

@@ -8,15 +8,16 @@
 
 Data: scikit-learn's breast cancer (569 examples, the 10 "mean" features,
 standardized); seed network 10-10-10-1; batch 32 (18 steps per epoch).
-Times exclude compilation (each method is warmed up once; best of 5 repeats,
-sequential fits: one); steps/s counts
+Times exclude compilation (each method is warmed up once), best of 5 rounds
+in which the methods take turns; steps/s counts
 training steps of all runs together. Targets: sweep >= 20x sequential fits and
 >= 0.9x the handwritten loop.
 
-Run: ``python benchmarks/bench_sweep.py [--epochs 20]``
+Run: ``python benchmarks/bench_sweep.py [--epochs 20] [--rounds 5]``
 """
 
 import argparse
+import gc
 import math
 import time
 
@@ -86,20 +87,27 @@ def handwritten(model, tx, x, y, epochs):
     return jax.jit(jax.vmap(run))
 
 
-def timed(fn, repeat=1):
-    """Best-of-``repeat`` seconds of ``fn()`` after one warm-up (compiling) call."""
-    jax.block_until_ready(jax.tree.leaves(fn()))
-    best = math.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
+def timed(methods: dict, rounds: int) -> dict[str, float]:
+    """Best-of-``rounds`` seconds per method, after one warm-up (compiling) call each.
+
+    Methods take turns within each round, so a noisy, shared machine slows them alike.
+    """
+    for fn in methods.values():
         jax.block_until_ready(jax.tree.leaves(fn()))
-        best = min(best, time.perf_counter() - start)
+    best = dict.fromkeys(methods, math.inf)
+    for _ in range(rounds):
+        for name, fn in methods.items():
+            gc.collect()  # every method starts from the same garbage-collector state
+            start = time.perf_counter()
+            jax.block_until_ready(jax.tree.leaves(fn()))
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     x, y = data()
     model, tx = seed_network(), optax.adam(1e-2)
@@ -108,29 +116,8 @@ def main() -> None:
     factory = optax.adam  # learning_rate is its first keyword
     lrs = np.logspace(-3, -1, 8).tolist()
 
-    results = {
-        "sweep (64 seeds)": timed(
-            lambda: jnn.experiments.sweep(model, (x, y), optimizer=tx, seeds=RUNS, **common).params,
-            repeat=5,
-        ),
-        "sweep (8 lr x 8 seeds)": timed(
-            lambda: (
-                jnn.experiments.sweep(
-                    model,
-                    (x, y),
-                    optimizer=factory,
-                    hparams={"learning_rate": lrs},
-                    seeds=8,
-                    **common,
-                ).params
-            ),
-            repeat=5,
-        ),
-    }
     xs = jnp.asarray(x), jnp.asarray(y)
     loop = handwritten(model, tx, *xs, args.epochs)
-    results["handwritten vmap + lax.scan"] = timed(lambda: loop(jnp.arange(RUNS)), repeat=5)
-
     inits = [jnn.experiments.run_keys(s) for s in range(RUNS)]
     params = [model.init(k, (-1, 10))[1] for k, _ in inits]
 
@@ -140,8 +127,23 @@ def main() -> None:
             for p, (_, k) in zip(params, inits, strict=True)
         ]
 
-    results[f"{RUNS} sequential jnn.fit"] = timed(sequential)
+    def sweep_lr():
+        hp = {"learning_rate": lrs}
+        return jnn.experiments.sweep(
+            model, (x, y), optimizer=factory, hparams=hp, seeds=8, **common
+        ).params
 
+    results = timed(
+        {
+            "sweep (64 seeds)": lambda: (
+                jnn.experiments.sweep(model, (x, y), optimizer=tx, seeds=RUNS, **common).params
+            ),
+            "sweep (8 lr x 8 seeds)": sweep_lr,
+            "handwritten vmap + lax.scan": lambda: loop(jnp.arange(RUNS)),
+            f"{RUNS} sequential jnn.fit": sequential,
+        },
+        rounds=args.rounds,
+    )
     seq, hand = results[f"{RUNS} sequential jnn.fit"], results["handwritten vmap + lax.scan"]
     print(f"{RUNS} runs x {args.epochs} epochs x {math.ceil(x.shape[0] / BATCH)} steps = {steps}")
     header = ("method", "seconds", "steps/s", "vs sequential", "vs handwritten")

@@ -15,7 +15,7 @@ Example:
   (-1, 1)
 """
 
-from jnn import layers, losses, metrics
+from jnn import experiments, layers, losses, metrics
 from jnn._version import __version__
 from jnn.layers import (
     Activation,
@@ -111,6 +111,7 @@ __all__ = [
     "TrainState",
     "__version__",
     "evaluate",
+    "experiments",
     "fit",
     "get_optimizer",
     "is_stateful",

@@ -357,8 +357,7 @@ def _eval_fn(model: StatefulLayer, loss_fn: Callable | None, metric_fns, batch_s
     return run
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled_epoch(
+def _epoch_fn(
     model: StatefulLayer,
     loss_fn: Callable,
     tx: optax.GradientTransformation,
@@ -367,7 +366,11 @@ def _compiled_epoch(
     shuffle: bool,
     validate: bool,
 ) -> Callable:
-    """One jitted call per epoch: shuffle, scan the train steps, then validate."""
+    """The pure (un-jitted) ``epoch(state, x, y, w, val) -> (state, logs)``.
+
+    Shuffle, scan the train steps, then validate. ``fit`` jits it
+    (:func:`_compiled_epoch`); ``jnn.experiments`` vmaps it over runs.
+    """
     step = _pure_step(model, loss_fn, tx, metric_fns)
     evaluate_fn = _eval_fn(model, loss_fn, metric_fns, batch_size)
 
@@ -399,6 +402,21 @@ def _compiled_epoch(
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         return state, logs
 
+    return epoch
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_epoch(
+    model: StatefulLayer,
+    loss_fn: Callable,
+    tx: optax.GradientTransformation,
+    metric_fns: tuple[tuple[str, Callable], ...],
+    batch_size: int,
+    shuffle: bool,
+    validate: bool,
+) -> Callable:
+    """One jitted call per epoch: :func:`_epoch_fn`, compiled, state donated."""
+    epoch = _epoch_fn(model, loss_fn, tx, metric_fns, batch_size, shuffle, validate)
     return jax.jit(epoch, donate_argnums=(0,))
 
 

@@ -1,0 +1,67 @@
+"""Draw a sweep to a PNG with matplotlib (private; see ``SweepResult.plot``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def plot_sweep(result: Any, path: str, *, x: str | None, metric: str, log_x: bool | None) -> str:
+    """Final ``metric`` vs hyperparameter ``x`` (mean, one-std band, each run a dot)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("SweepResult.plot needs matplotlib: pip install matplotlib.") from None
+    if metric not in result.history:
+        raise ValueError(f"plot: metric {metric!r} is not recorded; have {list(result.history)}.")
+    names = list(result.runs[0].hparams)
+    if x is None:
+        varied = [n for n in names if len({r.hparams[n] for r in result.runs}) > 1]
+        x = varied[0] if varied else None
+    elif x not in names:
+        raise ValueError(f"plot: x must be a swept hyperparameter, one of {names}, got {x!r}.")
+    fig = Figure(figsize=(6.4, 4.2), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ok = ~result.diverged
+    if x is None:  # no hyperparameter axis: the metric along the epochs
+        h = result.history[metric][ok]
+        epochs = np.arange(1, h.shape[1] + 1)
+        mean, std = h.mean(axis=0), h.std(axis=0)
+        ax.plot(epochs, mean, label=f"mean of {h.shape[0]} runs")
+        ax.fill_between(epochs, mean - std, mean + std, alpha=0.25, label="±1 std")
+        ax.set_xlabel("epoch")
+    else:
+        final = result.history[metric][:, -1]
+        others = [n for n in names if n != x]
+        lines: dict[tuple, list[int]] = {}
+        for r in result.runs:
+            lines.setdefault(tuple(r.hparams[n] for n in others), []).append(r.index)
+        for label_values, idx in lines.items():
+            idx = np.asarray([i for i in idx if ok[i]], dtype=int)
+            xs = np.asarray([result.runs[i].hparams[x] for i in idx], dtype=float)
+            grid = np.unique(xs)
+            mean = np.array([final[idx][xs == g].mean() for g in grid])
+            std = np.array([final[idx][xs == g].std() for g in grid])
+            label = ", ".join(f"{n}={v:g}" for n, v in zip(others, label_values, strict=True))
+            (line,) = ax.plot(grid, mean, marker="o", label=label or "mean")
+            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            ax.scatter(xs, final[idx], s=8, color=line.get_color(), alpha=0.5)
+        if log_x is None:
+            values = np.asarray([r.hparams[x] for r in result.runs], dtype=float)
+            log_x = bool(values.min() > 0 and values.max() / values.min() >= 20)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(x)
+        ax.legend(fontsize="small")
+    diverged = int(result.diverged.sum())
+    ax.set_ylabel(f"final {metric}")
+    ax.set_title(
+        f"{len(result.runs)} runs" + (f" ({diverged} diverged, not shown)" if diverged else "")
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path

@@ -45,6 +45,7 @@ from jnn.layers import (
     serial,
     stateful,
 )
+from jnn.summary import summary
 from jnn.train import (
     Callback,
     EarlyStopping,
@@ -97,4 +98,5 @@ __all__ = [
     "residual",
     "serial",
     "stateful",
+    "summary",
 ]

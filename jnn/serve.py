@@ -202,12 +202,17 @@ def create_app(
                 + ", ".join(map(str, predictor.input_shape[1:]))
                 + ").",
             )
+        features = tuple(predictor.input_shape[1:])
+        expected = "(n, " + ", ".join(map(str, features)) + ")"
         try:
             raw = np.asarray(body["inputs"])
             single = raw.shape == tuple(predictor.input_shape[1:])
             x = predictor.check_input(raw, allow_single=True)
         except (ValueError, TypeError, RecursionError) as err:
-            return error(422, str(err))
+            message = str(err)
+            if expected not in message:
+                message += f" The model expects inputs of shape {expected} or {features}."
+            return error(422, message)
         if batcher is not None and x.shape[0] < max_batch_size:
             y = await batcher.submit(x)
         else:

@@ -41,7 +41,7 @@ def Standardize(mean: np.ndarray, scale: np.ndarray) -> jnn.Layer:
     return jnn.Layer(init, apply)
 
 
-def train() -> tuple:
+def train(epochs: int = 30) -> tuple:
     data = load_breast_cancer()
     x_train, x_test, y_train, y_test = train_test_split(
         data.data, data.target, test_size=0.25, random_state=0, stratify=data.target
@@ -63,7 +63,7 @@ def train() -> tuple:
         loss="bce",
         optimizer="adam",
         learning_rate=1e-2,
-        epochs=30,
+        epochs=epochs,
         batch_size=32,
         key=jax.random.key(1),
         metrics=["accuracy"],
@@ -94,8 +94,9 @@ def start_server(path: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("jnn serve did not start")
 
 
-def main() -> None:
-    model, params, x_test, y_test, labels = train()
+def main(epochs: int = 30) -> dict:
+    """Train, export, serve, query; returns what the queries measured."""
+    model, params, x_test, y_test, labels = train(epochs)
     path = os.path.join(tempfile.mkdtemp(), "breast_cancer.jnn")
     jnn.export.save(
         path,
@@ -119,10 +120,8 @@ def main() -> None:
             batch = client.post("/predict", json={"inputs": x_test.tolist()}).json()
             probs = np.asarray(batch["predictions"])
             local = jnn.predict(model, params, x_test)
-            print(
-                f"POST /predict ({len(x_test)} examples): max |server - local| = "
-                f"{np.abs(probs - local).max():.2e}"
-            )
+            max_diff = float(np.abs(probs - local).max())
+            print(f"POST /predict ({len(x_test)} examples): max |server - local| = {max_diff:.2e}")
             accuracy = float(np.mean((probs > 0.5) == (y_test > 0.5)))
             print(f"test accuracy through the server: {accuracy:.3f}")
             bad = client.post("/predict", json={"inputs": [[1.0, 2.0]]})
@@ -131,6 +130,7 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=30)
         print("server stopped")
+    return {"accuracy": accuracy, "max_diff": max_diff, "bad_status": bad.status_code}
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ class _Batcher:
 
     def __init__(self, predictor: Predictor, max_rows: int, max_wait_s: float):
         self.predictor, self.max_rows, self.max_wait_s = predictor, max_rows, max_wait_s
-        self.queue: asyncio.Queue = asyncio.Queue()
+        self.queue: asyncio.Queue | None = None  # created on the serving loop, at start-up
 
     async def submit(self, x: np.ndarray) -> np.ndarray:
         future = asyncio.get_running_loop().create_future()
@@ -132,6 +132,21 @@ def create_app(
 
     Returns:
       A ``fastapi.FastAPI`` application (run it with uvicorn, or :func:`serve`).
+
+    Raises:
+      ImportError: if FastAPI or uvicorn is missing (``pip install 'jnn[serve]'``).
+      ValueError: for a non-positive size or a negative wait.
+
+    Example:
+      >>> import os, tempfile, jax, jnn, jnn.export
+      >>> from jnn.serve import create_app
+      >>> model = jnn.Dense(2)
+      >>> _, params = model.init(jax.random.key(0), (-1, 3))
+      >>> path = os.path.join(tempfile.mkdtemp(), "m.jnn")
+      >>> _ = jnn.export.save(path, model, params, (-1, 3), platforms=("cpu",))
+      >>> app = create_app(jnn.export.load(path), max_batch_size=4)
+      >>> sorted(r.path for r in app.routes if r.path in ("/predict", "/health", "/metadata"))
+      ['/health', '/metadata', '/predict']
     """
     fastapi, _ = _import_server()
     from fastapi.responses import JSONResponse
@@ -147,7 +162,10 @@ def create_app(
     async def lifespan(app):
         if warmup:
             await asyncio.get_running_loop().run_in_executor(None, predictor.warmup, max_batch_size)
-        task = asyncio.create_task(batcher.run_forever()) if batcher else None
+        task = None
+        if batcher is not None:
+            batcher.queue = asyncio.Queue()  # bound to this server's event loop
+            task = asyncio.create_task(batcher.run_forever())
         if on_ready is not None:
             on_ready()
         yield

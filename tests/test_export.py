@@ -85,6 +85,7 @@ def test_load_in_fresh_process_matches_predict(exported, tmp_path):
     assert proc.returncode == 0, proc.stderr
     modules = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not [m for m in modules if "test_export" in m or m.startswith("tests")]
+    assert "fastapi" not in modules and "uvicorn" not in modules  # serving deps stay optional
     for n, want in expected.items():
         got = np.load(tmp_path / f"y{n}.npy")
         assert got.shape == (n, 1)

@@ -76,24 +76,30 @@ class _Batcher:
         return await future
 
     async def run_forever(self) -> None:
+        """Take the first waiting request, then whatever arrives within ``max_wait_s``.
+
+        A batch never exceeds ``max_rows`` (requests that would overflow it open
+        the next one), so every batch size is one that was compiled at warm-up.
+        """
         loop = asyncio.get_running_loop()
+        carry = None
         while True:
-            items = [await self.queue.get()]
-            rows = items[0][0].shape[0]
-            deadline = loop.time() + self.max_wait_s
-            while rows < self.max_rows:
-                try:
-                    item = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    timeout = deadline - loop.time()
-                    if timeout <= 0:
+            items = [carry if carry is not None else await self.queue.get()]
+            carry, rows = None, items[0][0].shape[0]
+            waited = False
+            while carry is None and rows < self.max_rows:
+                if self.queue.empty():
+                    if waited or self.max_wait_s <= 0:
                         break
-                    try:
-                        item = await asyncio.wait_for(self.queue.get(), timeout)
-                    except TimeoutError:
-                        break
-                items.append(item)
-                rows += item[0].shape[0]
+                    await asyncio.sleep(self.max_wait_s)
+                    waited = True
+                    continue
+                item = self.queue.get_nowait()
+                if rows + item[0].shape[0] > self.max_rows:
+                    carry = item
+                else:
+                    items.append(item)
+                    rows += item[0].shape[0]
             xs = np.concatenate([x for x, _ in items])
             try:
                 ys = await loop.run_in_executor(None, self.predictor.run, xs)

@@ -164,6 +164,40 @@ def test_oversized_body_without_content_length_is_refused(server):
     assert client.get("/health").status_code == 200
 
 
+def test_micro_batching_merges_concurrent_requests(model_file):
+    """Concurrent requests share device calls, and no call exceeds max_batch_size rows."""
+    predictor = jnn.export.load(model_file[2])
+    calls = []
+    run = predictor.run
+
+    def counting_run(x):
+        calls.append(x.shape[0])
+        return run(x)
+
+    predictor.run = counting_run
+    app = create_app(predictor, max_batch_size=8, max_wait_ms=50.0, warmup=False)
+    url, stop = _start(app)
+    try:
+        xs = np.random.default_rng(3).normal(size=(16, 3, FEATURES)).astype(np.float32)
+        with httpx.Client(base_url=url, timeout=30) as client:
+
+            def ask(x):
+                return client.post("/predict", json={"inputs": x.tolist()}).json()["predictions"]
+
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(ask, xs))
+    finally:
+        stop()
+    np.testing.assert_allclose(
+        np.concatenate(answers),
+        _expected(model_file, xs.reshape(-1, FEATURES)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert sum(calls) == 48 and max(calls) <= 8
+    assert len(calls) < 16  # some requests were served together
+
+
 def test_create_app_rejects_bad_options(model_file):
     predictor = jnn.export.load(model_file[2])
     with pytest.raises(ValueError, match="max_body_bytes"):

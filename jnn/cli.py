@@ -36,7 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jnn", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="jnn", description="Inspect, predict with and serve exported jnn models."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="show a model's metadata and summary")

@@ -135,13 +135,15 @@ def save(
     body = serialization.msgpack_serialize(
         {
             "metadata": json.dumps(metadata),
-            "exported": bytes(exported.serialize()),
+            "exported": _serialization(lambda: bytes(exported.serialize())),
             "weights": weights,
         }
     )
     head = _HEAD.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(body).digest())
-    with open(path, "wb") as f:
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "wb") as f:  # write then rename: a crash never leaves half a model
         f.write(head + body)
+    os.replace(tmp, path)
     return metadata
 
 
@@ -173,7 +175,7 @@ def load(path: str | os.PathLike) -> Predictor:
             f"{where}: checksum mismatch: the file is corrupted or truncated. Re-export it."
         )
     contents = serialization.msgpack_restore(body)
-    exported = jax.export.deserialize(bytearray(contents["exported"]))
+    exported = _serialization(lambda: jax.export.deserialize(bytearray(contents["exported"])))
     weights = list(contents["weights"])
     return Predictor(json.loads(contents["metadata"]), exported, weights, where=where)
 
@@ -293,6 +295,13 @@ class Predictor:
         from jnn.summary import format_table
 
         return format_table(self.metadata["summary"])
+
+
+def _serialization(fn: Any) -> Any:
+    try:
+        return fn()
+    except ImportError as err:  # jax.export's serializer needs flatbuffers
+        raise ImportError(f"{err}. Install it with: pip install 'jnn[export]'.") from err
 
 
 def _input_spec(where: str, spec: Any, dtype: Any) -> tuple[tuple[int, ...], np.dtype]:

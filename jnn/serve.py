@@ -267,6 +267,13 @@ def serve(
     """
     _, uvicorn = _import_server()
     predictor = model if isinstance(model, Predictor) else load(model)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"jnn serve: warning: binding {host}, reachable from other machines; "
+            "there is no authentication. Use the default 127.0.0.1 for local use.",
+            file=sys.stderr,
+            flush=True,
+        )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -58,6 +58,7 @@ from jnn.layers import (
     serial,
     stateful,
 )
+from jnn.summary import summary
 from jnn.train import (
     Callback,
     EarlyStopping,
@@ -124,4 +125,5 @@ __all__ = [
     "residual",
     "serial",
     "stateful",
+    "summary",
 ]

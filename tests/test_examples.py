@@ -24,3 +24,10 @@ def test_regression_beats_the_mean_and_matches_least_squares(tmp_path):
     result = load("regression").main(epochs=200, out=str(tmp_path / "r.png"))
     assert result["mse"] < 0.75 * result["baseline_mse"]
     assert result["mse"] < 1.15 * result["linear_mse"]
+
+
+def test_deploy_serves_the_trained_model_over_http():
+    result = load("deploy").main(epochs=10)
+    assert result["accuracy"] >= 0.9
+    assert result["max_diff"] < 1e-5
+    assert result["bad_status"] == 422

@@ -1,0 +1,196 @@
+"""The ``jnn`` command line: inspect, predict with and serve exported models.
+
+::
+
+    jnn info model.jnn
+    jnn predict model.jnn --input data.npy [--output out.csv] [--batch-size 1024]
+    jnn serve model.jnn [--host 127.0.0.1] [--port 8000] [--no-batching]
+
+Inputs and outputs are ``.npy`` (no pickle), ``.csv`` (one example per row,
+an optional header line) or ``.json`` (a list of examples, or
+``{"inputs": [...]}``). Also runs as ``python -m jnn``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+FORMATS = (".npy", ".csv", ".json")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 on success, 2 on bad usage)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, OSError) as err:
+        print(f"jnn {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jnn", description="Inspect, predict with and serve exported jnn models."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="show a model's metadata and summary")
+    info.add_argument("model", help="a file written by jnn.export.save")
+    info.add_argument("--json", action="store_true", help="print the raw metadata as JSON")
+    info.set_defaults(run=_info)
+
+    pred = sub.add_parser("predict", help="predict on a file of inputs")
+    pred.add_argument("model")
+    pred.add_argument("--input", required=True, help="inputs: .npy, .csv or .json")
+    pred.add_argument(
+        "--output", help="where to write predictions (.npy, .csv, .json); default: JSON on stdout"
+    )
+    pred.add_argument("--batch-size", type=int, default=1024, help="rows per device call")
+    pred.add_argument("--quiet", action="store_true", help="no progress bar")
+    pred.set_defaults(run=_predict)
+
+    serve = sub.add_parser("serve", help="serve a model over HTTP (FastAPI + uvicorn)")
+    serve.add_argument("model")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default loopback; 0.0.0.0 exposes it)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    serve.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    serve.add_argument("--no-batching", action="store_true", help="turn micro-batching off")
+    serve.add_argument("--max-batch-size", type=int, default=64)
+    serve.add_argument("--max-wait-ms", type=float, default=2.0)
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def _info(args: argparse.Namespace) -> int:
+    from jnn.export import load
+    from jnn.summary import format_table
+
+    meta = load(args.model).metadata
+    if args.json:
+        print(json.dumps(meta, indent=2))
+        return 0
+    shape = lambda s: "(" + ", ".join("n" if d is None else str(d) for d in s) + ")"  # noqa: E731
+    print(f"model:       {args.model}")
+    print(f"input:       {shape(meta['input']['shape'])} {meta['input']['dtype']}")
+    print(f"output:      {shape(meta['output']['shape'])} {meta['output']['dtype']}")
+    if meta.get("labels"):
+        print(f"labels:      {', '.join(meta['labels'])}")
+    print(f"platforms:   {', '.join(meta['platforms'])}")
+    print(f"versions:    jnn {meta['jnn_version']}, jax {meta['jax_version']}")
+    print(f"created:     {meta['created']}")
+    if meta.get("description"):
+        print(f"description: {meta['description']}")
+    print()
+    print(format_table(meta["summary"]))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from jnn.export import load
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive int, got {args.batch_size}.")
+    predictor = load(args.model)
+    x = read_inputs(args.input, predictor.input_shape[1:])
+    x = predictor.check_input(x)
+    n, parts = x.shape[0], []
+    show = not args.quiet and n > args.batch_size
+    for i in range(0, n, args.batch_size):
+        parts.append(predictor(x[i : i + args.batch_size]))
+        if show:
+            _progress(min(i + args.batch_size, n), n)
+    if show:
+        sys.stderr.write("\n")
+    y = np.concatenate(parts)
+    if args.output:
+        write_outputs(args.output, y)
+        print(f"wrote {n} predictions of shape {y.shape[1:]} to {args.output}", file=sys.stderr)
+    else:
+        print(json.dumps({"predictions": y.tolist()}))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from jnn.serve import serve
+
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        max_body_bytes=args.max_body_bytes,
+        batching=not args.no_batching,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+    )
+    return 0
+
+
+def _progress(done: int, total: int) -> None:
+    filled = round(30 * done / total)
+    sys.stderr.write(f"\r[{'=' * filled}{'.' * (30 - filled)}] {done}/{total} rows")
+    sys.stderr.flush()
+
+
+def read_inputs(path: str, features: Sequence[int]) -> np.ndarray:
+    """Read examples from ``.npy``, ``.csv`` or ``.json``; csv rows are reshaped to ``features``."""
+    ext = _extension(path)
+    if ext == ".npy":
+        return np.load(path, allow_pickle=False)
+    if ext == ".json":
+        with open(path) as f:
+            data = json.load(f)
+        return np.asarray(data["inputs"] if isinstance(data, dict) and "inputs" in data else data)
+    with open(path) as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    if lines and not _is_numeric_row(lines[0]):
+        lines = lines[1:]  # a header
+    if not lines:
+        raise ValueError(f"{path}: no data rows.")
+    x = np.loadtxt(lines, delimiter=",", ndmin=2, dtype=np.float64)
+    width = int(np.prod(features))
+    if x.shape[1] != width:
+        raise ValueError(
+            f"{path}: rows have {x.shape[1]} columns but the model takes {width} "
+            f"features (input shape {tuple(features)})."
+        )
+    return x.reshape(x.shape[0], *features)
+
+
+def write_outputs(path: str, y: np.ndarray) -> None:
+    """Write predictions to ``.npy``, ``.csv`` (one row per example) or ``.json``."""
+    ext = _extension(path)
+    if ext == ".npy":
+        np.save(path, y, allow_pickle=False)
+    elif ext == ".json":
+        with open(path, "w") as f:
+            json.dump({"predictions": y.tolist()}, f)
+    else:
+        np.savetxt(path, y.reshape(y.shape[0], -1), delimiter=",", fmt="%.9g")
+
+
+def _extension(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in FORMATS:
+        raise ValueError(f"{path}: unsupported file type {ext!r}; use one of {FORMATS}.")
+    return ext
+
+
+def _is_numeric_row(line: str) -> bool:
+    try:
+        [float(v) for v in line.split(",")]
+    except ValueError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

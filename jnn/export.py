@@ -1,0 +1,375 @@
+"""Deployable models: the compiled forward pass in one file, loadable without its code.
+
+:func:`save` lowers ``model.apply`` (evaluation mode) with :mod:`jax.export`
+to StableHLO, with a symbolic batch dimension and for several platforms at
+once, and writes one file::
+
+    b"JNNMODEL" | format version (uint32 LE) | sha256 of the body | body
+
+The body is msgpack (:func:`flax.serialization.msgpack_serialize`: arrays as
+raw bytes, no pickle) of ``{"metadata": json, "exported": bytes, "weights":
+[arrays]}``; the weights (params, then model state) are stored beside the
+program and passed to it as arguments. :func:`load` checks the magic, the
+version and the checksum, then returns a :class:`Predictor` that runs on any
+batch size and needs neither the model's Python code nor jnn's layers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from jnn._typing import Params, State
+from jnn._version import __version__
+from jnn.layers._base import AnyLayer, _check_layer, stateful
+
+MAGIC = b"JNNMODEL"
+FORMAT_VERSION = 1
+_HEAD = struct.Struct("<8sI32s")  # magic, format version, sha256 of the body
+DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+def save(
+    path: str | os.PathLike,
+    model: AnyLayer,
+    params: Params,
+    input_spec: Any,
+    *,
+    model_state: State | None = None,
+    dtype: Any = jnp.float32,
+    labels: Sequence[str] | None = None,
+    platforms: Sequence[str] = DEFAULT_PLATFORMS,
+    description: str = "",
+) -> dict[str, Any]:
+    """Export ``model``'s forward pass (evaluation mode) and weights to one file.
+
+    Args:
+      path: file to write (conventionally ``*.jnn``); overwritten if present.
+      model: the model (a :class:`jnn.Layer` or :class:`jnn.StatefulLayer`).
+      params: its trained params.
+      input_spec: the input shape, e.g. ``(-1, 30)``; the first axis is the
+        batch axis and is exported as symbolic, whatever its value. A
+        ``jax.ShapeDtypeStruct`` or an example array also works (its dtype
+        then overrides ``dtype``).
+      model_state: the state of a stateful model (required for those).
+      dtype: input dtype (default float32).
+      labels: optional names of the outputs (e.g. class names): one per output
+        unit, or two for a single-unit binary classifier.
+      platforms: platforms to lower for; the file runs on any of them.
+      description: free text stored in the metadata.
+
+    Returns:
+      The metadata written (also available as ``load(path).metadata``).
+
+    Raises:
+      TypeError, ValueError: for a bad model, spec, labels or platform, or a
+        model whose output is not one array with a leading batch axis.
+
+    Example:
+      >>> import os, tempfile, jax, numpy as np, jnn, jnn.export
+      >>> model = jnn.serial(jnn.Dense(4, activation="relu"), jnn.Dense(1))
+      >>> _, params = model.init(jax.random.key(0), (-1, 3))
+      >>> path = os.path.join(tempfile.mkdtemp(), "model.jnn")
+      >>> meta = jnn.export.save(path, model, params, (-1, 3), platforms=("cpu",))
+      >>> meta["input"]
+      {'shape': [None, 3], 'dtype': 'float32'}
+      >>> predictor = jnn.export.load(path)
+      >>> predictor(np.ones((5, 3), np.float32)).shape
+      (5, 1)
+    """
+    from jnn.summary import summary
+    from jnn.train import _check_model_state
+
+    where = "export.save"
+    _check_layer(model, f"{where}: model: ")
+    model_state = _check_model_state(where, model, model_state)
+    feature_shape, dtype = _input_spec(where, input_spec, dtype)
+    platforms = _platforms(where, platforms)
+    weights, treedef = jax.tree.flatten((params, model_state))
+    weights = [np.asarray(w) for w in weights]
+    smodel = stateful(model)
+
+    def forward(weights: list, x: jax.Array) -> jax.Array:
+        p, s = jax.tree.unflatten(treedef, weights)
+        return smodel.apply(p, s, x, train=False)[0]
+
+    (batch,) = jax.export.symbolic_shape("batch")
+    arg_specs = (
+        [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights],
+        jax.ShapeDtypeStruct((batch, *feature_shape), dtype),
+    )
+    try:
+        exported = jax.export.export(jax.jit(forward), platforms=platforms)(*arg_specs)
+    except ValueError as err:
+        if "platform" not in str(err).lower():
+            raise
+        raise ValueError(
+            f"{where}: lowering for platforms {platforms} failed ({err}). "
+            "Pass platforms=('cpu',) or the platforms this model supports."
+        ) from err
+    out_shape, out_dtype = _check_output(where, exported)
+    labels = _labels(where, labels, out_shape)
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "jnn_version": __version__,
+        "jax_version": jax.__version__,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "platforms": list(exported.platforms),
+        "input": {"shape": [None, *feature_shape], "dtype": np.dtype(dtype).name},
+        "output": {"shape": [None, *out_shape], "dtype": out_dtype},
+        "labels": labels,
+        "description": str(description),
+        "summary": summary(model, (-1, *feature_shape)).to_dict(),
+    }
+    body = serialization.msgpack_serialize(
+        {
+            "metadata": json.dumps(metadata),
+            "exported": _serialization(lambda: bytes(exported.serialize())),
+            "weights": weights,
+        }
+    )
+    head = _HEAD.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(body).digest())
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "wb") as f:  # write then rename: a crash never leaves half a model
+        f.write(head + body)
+    os.replace(tmp, path)
+    return metadata
+
+
+def load(path: str | os.PathLike) -> Predictor:
+    """Load a file written by :func:`save` as a :class:`Predictor`.
+
+    Nothing in the file is executed as Python: the program is StableHLO, the
+    weights are raw array bytes and the metadata is JSON.
+
+    Raises:
+      ValueError: if the file is not a jnn model, was written by an unknown
+        format version, fails its checksum (corrupted or truncated), or was
+        not exported for this machine's platform.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    where = f"export.load({os.fspath(path)!r})"
+    if len(data) < _HEAD.size or data[: len(MAGIC)] != MAGIC:
+        raise ValueError(f"{where}: not a jnn model file (no {MAGIC!r} header).")
+    _, version, digest = _HEAD.unpack_from(data)
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{where}: unknown format version {version}; this jnn ({__version__}) reads "
+            f"version {FORMAT_VERSION}. Re-export the model with this jnn, or upgrade jnn."
+        )
+    body = data[_HEAD.size :]
+    if hashlib.sha256(body).digest() != digest:
+        raise ValueError(
+            f"{where}: checksum mismatch: the file is corrupted or truncated. Re-export it."
+        )
+    contents = serialization.msgpack_restore(body)
+    exported = _serialization(lambda: jax.export.deserialize(bytearray(contents["exported"])))
+    weights = list(contents["weights"])
+    return Predictor(json.loads(contents["metadata"]), exported, weights, where=where)
+
+
+class Predictor:
+    """A loaded model: ``predictor(x)`` returns one output row per input row.
+
+    Attributes:
+      metadata: the JSON metadata written by :func:`save`.
+      input_shape, output_shape: shapes with ``None`` for the batch axis.
+      input_dtype, output_dtype: numpy dtypes.
+      labels: output names, or ``None``.
+      exported: the underlying :class:`jax.export.Exported`.
+    """
+
+    def __init__(self, metadata: dict, exported: Any, weights: list, *, where: str = "Predictor"):
+        platform = jax.default_backend()
+        platform = "cuda" if platform == "gpu" else platform
+        if platform not in exported.platforms:
+            raise ValueError(
+                f"{where}: the model was exported for {list(exported.platforms)} but this "
+                f"machine runs {platform!r}. Re-export with platforms=(..., {platform!r})."
+            )
+        self.metadata = metadata
+        self.exported = exported
+        self.input_shape = tuple(metadata["input"]["shape"])
+        self.input_dtype = np.dtype(metadata["input"]["dtype"])
+        self.output_shape = tuple(metadata["output"]["shape"])
+        self.output_dtype = np.dtype(metadata["output"]["dtype"])
+        self.labels = metadata.get("labels")
+        self._weights = [jax.device_put(w) for w in weights]
+        self._call = jax.jit(exported.call)
+
+    def __call__(self, x: Any, *, batch_size: int = 1024) -> np.ndarray:
+        """Predict on ``x`` of shape ``(N, *input_shape[1:])``, ``batch_size`` rows per call.
+
+        Raises:
+          TypeError: if ``x`` is not numeric or its dtype cannot be cast to the
+            model's input dtype without changing kind (e.g. float to int).
+          ValueError: if its shape does not match or it holds NaN/Inf.
+        """
+        x = self.check_input(x)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"Predictor: batch_size must be a positive int, got {batch_size!r}.")
+        if x.shape[0] <= batch_size:
+            return self.run(x)
+        parts = [self.run(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+        return np.concatenate(parts)
+
+    def check_input(self, x: Any, *, allow_single: bool = False) -> np.ndarray:
+        """``x`` validated and cast to the input dtype, with a batch axis.
+
+        With ``allow_single``, one example (without the batch axis) is also
+        accepted and returned with a batch axis of 1.
+        """
+        expected = "(n, " + ", ".join(str(d) for d in self.input_shape[1:]) + ")"
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as err:
+            raise ValueError(
+                f"input could not be read as an array of shape {expected}: {err}"
+            ) from None
+        if arr.dtype.kind not in "iuf" or not np.can_cast(
+            arr.dtype, self.input_dtype, casting="same_kind"
+        ):
+            raise TypeError(
+                f"input has dtype {arr.dtype} but the model takes {self.input_dtype} "
+                f"(shape {expected}); send numbers of that kind."
+            )
+        features = self.input_shape[1:]
+        if allow_single and arr.shape == features:
+            arr = arr.reshape(1, *features)
+        if arr.ndim != len(self.input_shape) or arr.shape[1:] != features or arr.shape[0] < 1:
+            raise ValueError(
+                f"input has shape {arr.shape} but the model expects {expected}"
+                + (f" or one example of shape {features}" if allow_single else "")
+                + " (n examples, n >= 1)."
+            )
+        arr = arr.astype(self.input_dtype, copy=False)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ValueError(
+                f"input holds NaN or Inf values; the model needs finite numbers, shape {expected}."
+            )
+        return arr
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Predict on an already checked ``x``, padding rows to a power of two.
+
+        Padding bounds compilation to one program per power of two, so any
+        batch size reuses a compiled one after :meth:`warmup`.
+        """
+        n = x.shape[0]
+        rows = 1 << (n - 1).bit_length()
+        if rows > n:
+            x = np.concatenate([x, np.zeros((rows - n, *x.shape[1:]), x.dtype)])
+        return np.asarray(self._call(self._weights, x))[:n]
+
+    def jax_function(self) -> Any:
+        """The program as a jax function ``f(x) -> y`` (no checks, no padding).
+
+        It composes with ``jax.jit``; it is not differentiable (exported
+        without VJPs) and not vmappable (use the batch axis instead).
+        """
+        return functools.partial(self.exported.call, self._weights)
+
+    def warmup(self, max_rows: int = 1) -> None:
+        """Compile the programs for every power of two up to ``max_rows`` rows."""
+        rows = 1
+        while True:
+            self.run(np.zeros((rows, *self.input_shape[1:]), self.input_dtype))
+            if rows >= max_rows:
+                return
+            rows *= 2
+
+    def summary(self) -> str:
+        """The model summary stored at export, as a table."""
+        from jnn.summary import format_table
+
+        return format_table(self.metadata["summary"])
+
+
+def _serialization(fn: Any) -> Any:
+    try:
+        return fn()
+    except ImportError as err:  # jax.export's serializer needs flatbuffers
+        raise ImportError(f"{err}. Install it with: pip install 'jnn[export]'.") from err
+
+
+def _input_spec(where: str, spec: Any, dtype: Any) -> tuple[tuple[int, ...], np.dtype]:
+    if hasattr(spec, "shape") and hasattr(spec, "dtype"):
+        shape, dtype = tuple(spec.shape), spec.dtype
+    else:
+        try:
+            shape = tuple(spec)
+        except TypeError:
+            raise TypeError(
+                f"{where}: input_spec must be a shape such as (-1, 30), got {spec!r}."
+            ) from None
+    if len(shape) < 1:
+        raise ValueError(f"{where}: input_spec needs a batch axis, e.g. (-1, 30); got {shape}.")
+    features = shape[1:]
+    for d in features:
+        if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 1:
+            raise ValueError(
+                f"{where}: input_spec {shape}: only the first (batch) axis may be unknown; "
+                "every other dimension must be a positive int."
+            )
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iuf":
+        raise TypeError(f"{where}: the input dtype must be numeric, got {dtype}.")
+    return tuple(int(d) for d in features), dtype
+
+
+def _platforms(where: str, platforms: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(platforms, str):
+        platforms = (platforms,)
+    out = tuple(str(p).lower() for p in platforms)
+    known = {"cpu", "cuda", "rocm", "tpu"}
+    if not out or not set(out) <= known:
+        raise ValueError(f"{where}: platforms must be among {sorted(known)}, got {platforms!r}.")
+    return out
+
+
+def _check_output(where: str, exported: Any) -> tuple[tuple[int, ...], str]:
+    if exported.out_tree.num_leaves != 1 or exported.out_tree.children():
+        raise ValueError(
+            f"{where}: the model returns {exported.out_tree}; export needs one output array."
+        )
+    aval = exported.out_avals[0]
+    if (
+        aval.ndim == 0
+        or str(aval.shape[0]) != "batch"
+        or not all(isinstance(d, int) for d in aval.shape[1:])
+    ):
+        raise ValueError(
+            f"{where}: the model's output has shape {aval.shape}; export needs a leading "
+            "batch axis (one output row per input row) and fixed other dimensions."
+        )
+    return tuple(aval.shape[1:]), np.dtype(aval.dtype).name
+
+
+def _labels(where: str, labels: Any, out_shape: tuple[int, ...]) -> list[str] | None:
+    if labels is None:
+        return None
+    if isinstance(labels, str) or not all(isinstance(s, str) for s in labels):
+        raise TypeError(f"{where}: labels must be a sequence of strings, got {labels!r}.")
+    labels = list(labels)
+    units = out_shape[-1] if out_shape else 1
+    if len(labels) != units and not (units == 1 and len(labels) == 2):
+        raise ValueError(
+            f"{where}: {len(labels)} labels for an output of shape (n, *{out_shape}); give one "
+            "label per output unit (or two for a single-unit binary classifier)."
+        )
+    return labels
+
+
+__all__ = ["FORMAT_VERSION", "MAGIC", "Predictor", "load", "save"]

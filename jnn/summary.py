@@ -1,0 +1,228 @@
+"""A model summary: layers, output shapes and parameter counts, as a table.
+
+:func:`summary` walks a model without running it: shapes come from each
+layer's ``init`` under :func:`jax.eval_shape` (no arrays are allocated), and
+the children of ``serial`` / ``parallel`` / ``residual`` are named like the
+keys of the model's params dict (``dense_0``, ``relu_0``, ...). The same rows
+are stored in exported models' metadata and printed by ``jnn info``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+
+from jnn._typing import PRNGKey, Shape
+from jnn.layers._base import AnyLayer, _check_layer, layer_kind
+
+_MAX_UNWRAP = 8  # wrappers between a layer and its combinator's closure (stateful, stateless)
+
+
+class SummaryRow(NamedTuple):
+    """One layer of a :class:`Summary`.
+
+    Attributes:
+      name: the layer's key in its parent's params dict (the root is its kind).
+      depth: nesting depth (0 for the model itself).
+      output_shape: inferred output shape (``-1`` for the batch dimension); a
+        tuple of shapes for layers with several outputs.
+      params: number of trainable parameters, children included.
+      state: number of non-trainable state entries (BatchNorm statistics).
+      param_shapes: ``{"w": (10, 10), "b": (10,)}`` for the layer's own leaves.
+    """
+
+    name: str
+    depth: int
+    output_shape: Any
+    params: int
+    state: int
+    param_shapes: dict[str, tuple[int, ...]]
+
+
+class Summary(NamedTuple):
+    """Rows of a model summary; ``str(summary)`` is a table.
+
+    Attributes:
+      rows: one :class:`SummaryRow` per layer, depth first.
+      input_shape: the input shape the model was walked with.
+    """
+
+    rows: tuple[SummaryRow, ...]
+    input_shape: Any
+
+    @property
+    def total_params(self) -> int:
+        """Trainable parameters of the whole model."""
+        return self.rows[0].params
+
+    @property
+    def total_state(self) -> int:
+        """Non-trainable state entries of the whole model."""
+        return self.rows[0].state
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (lists instead of tuples), as stored in exports."""
+        return {
+            "input_shape": _jsonable(self.input_shape),
+            "total_params": self.total_params,
+            "total_state": self.total_state,
+            "rows": [
+                {
+                    "name": r.name,
+                    "depth": r.depth,
+                    "output_shape": _jsonable(r.output_shape),
+                    "params": r.params,
+                    "state": r.state,
+                    "param_shapes": {k: list(v) for k, v in r.param_shapes.items()},
+                }
+                for r in self.rows
+            ],
+        }
+
+    def __str__(self) -> str:
+        return format_table(self.to_dict())
+
+
+def summary(model: AnyLayer, input_shape: Shape, *, key: PRNGKey | None = None) -> Summary:
+    """Layers, output shapes and parameter counts of ``model``, without running it.
+
+    Args:
+      model: a :class:`jnn.Layer` or :class:`jnn.StatefulLayer`.
+      input_shape: as given to ``model.init``, e.g. ``(-1, 30)``.
+      key: PRNG key for ``init`` (only shapes are used; defaults to key 0).
+
+    Returns:
+      A :class:`Summary`; ``print(summary)`` shows it as a table.
+
+    Raises:
+      TypeError: if ``model`` is not a layer.
+      ValueError: from the model's ``init`` if ``input_shape`` does not fit it.
+
+    Example:
+      >>> import jnn
+      >>> model = jnn.serial(jnn.Dense(10, activation="relu"), jnn.Dense(1))
+      >>> s = jnn.summary(model, (-1, 30))
+      >>> s.total_params
+      321
+      >>> print(s)
+      Layer      Output shape  Params  Param shapes
+      serial     (-1, 1)          321
+        dense_0  (-1, 10)         310  b (10,), w (30, 10)
+        dense_1  (-1, 1)           11  b (1,), w (10, 1)
+      Total params: 321
+    """
+    _check_layer(model, "summary: model: ")
+    key = jax.random.key(0) if key is None else key
+    rows: list[SummaryRow] = []
+    _walk(model, layer_kind(model), layer_kind(model), key, input_shape, 0, rows)
+    return Summary(tuple(rows), _as_tuple(input_shape))
+
+
+def format_table(summary_dict: dict[str, Any]) -> str:
+    """The table of a :meth:`Summary.to_dict` (also works on exported metadata)."""
+    header = ("Layer", "Output shape", "Params", "Param shapes")
+    lines = [header]
+    for r in summary_dict["rows"]:
+        shapes = ", ".join(f"{k} {tuple(v)}" for k, v in r["param_shapes"].items())
+        lines.append(
+            (
+                "  " * r["depth"] + r["name"],
+                str(_as_tuple(r["output_shape"])),
+                str(r["params"]),
+                shapes,
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(3)]
+    out = []
+    for line in lines:
+        out.append(
+            f"{line[0]:<{widths[0]}}  {line[1]:<{widths[1]}}  {line[2]:>{widths[2]}}  {line[3]}"
+        )
+    out = [o.rstrip() for o in out]
+    out.append(f"Total params: {summary_dict['total_params']}")
+    if summary_dict.get("total_state"):
+        out.append(f"Non-trainable state: {summary_dict['total_state']}")
+    return "\n".join(out)
+
+
+def _walk(layer, name, kind, key, input_shape, depth, rows) -> Any:
+    box: dict[str, Any] = {}
+
+    def init(k):
+        out = layer.init(k, input_shape)
+        box["shape"] = out[0]
+        return out[1:]
+
+    abstract = jax.eval_shape(init, key)
+    params, state = abstract[0], (abstract[1] if len(abstract) > 1 else {})
+    own = {k: tuple(v.shape) for k, v in params.items() if not isinstance(v, dict)}
+    own = own if isinstance(params, dict) else {}
+    rows.append(SummaryRow(name, depth, box["shape"], _count(params), _count(state), own))
+    children = _children(layer)
+    if children:
+        keys = jax.random.split(key, len(children))
+        if kind == "parallel":
+            shapes = list(input_shape)
+        for i, (child_name, child) in enumerate(children):
+            child_kind = child_name.rsplit("_", 1)[0]
+            s = shapes[i] if kind == "parallel" else input_shape
+            out = _walk(child, child_name, child_kind, keys[i], s, depth + 1, rows)
+            if kind != "parallel":
+                input_shape = out
+    return box["shape"]
+
+
+def _children(layer: Any) -> list[tuple[str, Any]] | None:
+    """``[(name, child), ...]`` of a jnn combinator, found in its ``init``'s closure.
+
+    Combinators close over the ``names`` and ``children`` they key params by;
+    wrappers (``stateful``, stateless conversion, ``residual``'s body) are
+    unwrapped on the way. Any other layer is a leaf (``None``).
+    """
+    fn = layer.init
+    for _ in range(_MAX_UNWRAP):
+        env = _closure(fn)
+        if "names" in env and "children" in env:
+            return list(zip(env["names"], env["children"], strict=True))
+        nxt = env.get("init")
+        if nxt is None:
+            inner = env.get("body", env.get("layer"))
+            nxt = getattr(inner, "init", None)
+        if not callable(nxt):
+            return None
+        fn = nxt
+    return None
+
+
+def _closure(fn: Any) -> dict[str, Any]:
+    code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
+    if code is None or not cells:
+        return {}
+    env = {}
+    for name, cell in zip(code.co_freevars, cells, strict=True):
+        try:
+            env[name] = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+    return env
+
+
+def _count(tree: Any) -> int:
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+
+
+def _as_tuple(shape: Any) -> Any:
+    if isinstance(shape, (list, tuple)):
+        return tuple(_as_tuple(s) for s in shape)
+    return shape
+
+
+def _jsonable(shape: Any) -> Any:
+    if isinstance(shape, (list, tuple)):
+        return [_jsonable(s) for s in shape]
+    return shape
+
+
+__all__ = ["Summary", "SummaryRow", "format_table", "summary"]

@@ -1,0 +1,108 @@
+"""Tests for the jnn command line: info and predict on npy/csv/json."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import jnn
+import jnn.export
+from jnn.cli import main
+
+FEATURES = 3
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    model = jnn.serial(jnn.Dense(5, activation="tanh"), jnn.Dense(2))
+    _, params = model.init(jax.random.key(0), (-1, FEATURES))
+    tmp = tmp_path_factory.mktemp("cli")
+    path = str(tmp / "m.jnn")
+    jnn.export.save(path, model, params, (-1, FEATURES), labels=["a", "b"], platforms="cpu")
+    x = np.random.default_rng(0).normal(size=(50, FEATURES)).astype(np.float32)
+    return path, x, jnn.predict(model, params, x), tmp
+
+
+def test_info(setup, capsys):
+    path = setup[0]
+    assert main(["info", path]) == 0
+    out = capsys.readouterr().out
+    assert "input:       (n, 3) float32" in out and "output:      (n, 2) float32" in out
+    assert "labels:      a, b" in out and "dense_1" in out and "Total params: 32" in out
+    assert main(["info", path, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["total_params"] == 32
+
+
+def _write(path, x, fmt):
+    if fmt == "npy":
+        np.save(path, x)
+    elif fmt == "csv":
+        np.savetxt(path, x, delimiter=",", header="f0,f1,f2", comments="", fmt="%.9g")
+    else:
+        path.write_text(json.dumps({"inputs": x.tolist()}))
+
+
+def _read(path, fmt):
+    if fmt == "npy":
+        return np.load(path)
+    if fmt == "csv":
+        return np.loadtxt(path, delimiter=",", ndmin=2)
+    return np.asarray(json.loads(path.read_text())["predictions"])
+
+
+@pytest.mark.parametrize("fmt_in", ["npy", "csv", "json"])
+@pytest.mark.parametrize("fmt_out", ["npy", "csv", "json"])
+def test_predict_formats(setup, fmt_in, fmt_out, capsys):
+    path, x, want, tmp = setup
+    src, dst = tmp / f"in_{fmt_in}.{fmt_in}", tmp / f"out_{fmt_in}.{fmt_out}"
+    _write(src, x, fmt_in)
+    assert (
+        main(["predict", path, "--input", str(src), "--output", str(dst), "--batch-size", "16"])
+        == 0
+    )
+    got = _read(dst, fmt_out)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    err = capsys.readouterr().err
+    assert "50/50 rows" in err and "wrote 50 predictions" in err
+
+
+def test_predict_to_stdout_and_quiet(setup, capsys):
+    path, x, want, tmp = setup
+    np.save(tmp / "x.npy", x[:4])
+    assert main(["predict", path, "--input", str(tmp / "x.npy"), "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(out["predictions"], want[:4], rtol=1e-5, atol=1e-6)
+
+
+def test_predict_errors(setup, capsys):
+    path, _, _, tmp = setup
+    np.save(tmp / "bad.npy", np.ones((4, FEATURES + 1), np.float32))
+    assert main(["predict", path, "--input", str(tmp / "bad.npy")]) == 1
+    assert "(n, 3)" in capsys.readouterr().err
+    (tmp / "bad.csv").write_text("1,2\n3,4\n")
+    assert main(["predict", path, "--input", str(tmp / "bad.csv")]) == 1
+    assert "2 columns" in capsys.readouterr().err
+    assert main(["predict", path, "--input", str(tmp / "x.txt")]) == 1
+    assert "unsupported file type" in capsys.readouterr().err
+    (tmp / "corrupt.jnn").write_bytes(b"JNNMODEL" + b"\x01\x00\x00\x00" + b"\x00" * 40)
+    assert main(["info", str(tmp / "corrupt.jnn")]) == 1
+    assert "checksum" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["predict", path])  # --input is required
+
+
+def test_python_dash_m_jnn(setup):
+    proc = subprocess.run(
+        [sys.executable, "-m", "jnn", "info", setup[0]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Total params: 32" in proc.stdout

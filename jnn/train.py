@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import signal
 import sys
+import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -21,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jnn import checkpoint as _checkpoint
 from jnn import losses as _losses
 from jnn import metrics as _metrics
 from jnn._data import check_key, check_labels, check_positive_int, check_xy
@@ -31,6 +36,7 @@ __all__ = [
     "Callback",
     "EarlyStopping",
     "FitResult",
+    "NonFiniteError",
     "TrainState",
     "evaluate",
     "fit",
@@ -213,8 +219,13 @@ def _pure_step(
     loss_fn: Callable,
     tx: optax.GradientTransformation,
     metric_fns: tuple[tuple[str, Callable], ...],
+    guard: bool = False,
 ) -> Callable:
-    """``step(state, x, y, w) -> (state, metrics)``; ``w`` is None or per-example weights."""
+    """``step(state, x, y, w) -> (state, metrics)``; ``w`` is None or per-example weights.
+
+    With ``guard=True`` the step returns ``(state, metrics, finite)`` too, where
+    ``finite`` says whether the loss and every gradient are finite.
+    """
 
     def step(state: TrainState, x: Array, y: Array, w: Array | None):
         key, dropout_key = jax.random.split(state.key)
@@ -235,9 +246,36 @@ def _pure_step(
         for name, fn in metric_fns:
             logs[name] = fn(pred, y) if w is None else fn(pred, y, weights=w)
         new_state = TrainState(params, opt_state, state.step + 1, key, model_state)
+        if guard:
+            return new_state, logs, _all_finite(loss, grads)
         return new_state, logs
 
     return step
+
+
+def _all_finite(loss: Array, grads: Params) -> Array:
+    """One bool: loss and all gradients finite (a few reductions, fused by XLA)."""
+    flags = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]
+    return jnp.logical_and(jnp.isfinite(loss), jnp.all(jnp.stack([jnp.bool_(True), *flags])))
+
+
+def _guard_step(on_nan, old, new, logs, w, finite, guard):
+    """Keep ``new`` only if the step is finite (and, unless skipping, no earlier one failed).
+
+    ``guard = (index, first_bad, skipped)``: the step's index in the epoch, the
+    index of the first non-finite step (-1: none) and the number of skipped steps.
+    A rejected step keeps ``old`` but takes the advanced PRNG key, and its logs
+    count with weight 0 (``where``, not a product: NaN * 0 is NaN).
+    """
+    index, first_bad, skipped = guard
+    ok = finite if on_nan == "skip_batch" else jnp.logical_and(finite, first_bad < 0)
+    state = jax.tree.map(
+        lambda n, o: jnp.where(ok, n, o), new._replace(key=None), old._replace(key=None)
+    )._replace(key=new.key)  # typed keys do not go through where; the key always advances
+    logs = {k: jnp.where(ok, v, jnp.zeros_like(v)) for k, v in logs.items()}
+    first_bad = jnp.where(jnp.logical_and(first_bad < 0, ~finite), index, first_bad)
+    skipped = skipped + (~finite).astype(jnp.int32)
+    return state, logs, jnp.where(ok, w, jnp.zeros_like(w)), (index + 1, first_bad, skipped)
 
 
 def make_train_step(
@@ -360,9 +398,14 @@ def _compiled_epoch(
     batch_size: int,
     shuffle: bool,
     validate: bool,
+    on_nan: str | None = None,
 ) -> Callable:
-    """One jitted call per epoch: shuffle, scan the train steps, then validate."""
-    step = _pure_step(model, loss_fn, tx, metric_fns)
+    """One jitted call per epoch: shuffle, scan the train steps, then validate.
+
+    With ``on_nan`` set, the logs also hold ``"_nan_first"`` (index of the first
+    non-finite step, -1 if none) and ``"_nan_skipped"`` (non-finite steps).
+    """
+    step = _pure_step(model, loss_fn, tx, metric_fns, guard=on_nan is not None)
     evaluate_fn = _eval_fn(model, loss_fn, metric_fns, batch_size)
 
     def epoch(state: TrainState, x, y, w, val):
@@ -377,15 +420,27 @@ def _compiled_epoch(
         ws = ws * (jnp.arange(num_batches * batch_size) < n).reshape(ws.shape)
 
         def body(carry, batch):
-            state, sums, count = carry
-            state, logs = step(state, *batch)
-            logs, total = _weighted_logs(logs, batch[2])
-            return (state, jax.tree.map(jnp.add, sums, logs), count + total), None
+            state, sums, count, guard = carry
+            wb = batch[2]
+            if on_nan is None:
+                state, logs = step(state, *batch)
+            else:
+                new_state, logs, finite = step(state, *batch)
+                state, logs, wb, guard = _guard_step(
+                    on_nan, state, new_state, logs, wb, finite, guard
+                )
+            logs, total = _weighted_logs(logs, wb)
+            return (state, jax.tree.map(jnp.add, sums, logs), count + total, guard), None
 
         logs_shape = jax.eval_shape(step, state, xs[0], ys[0], ws[0])[1]
         zeros = {k: jnp.zeros((), s.dtype) for k, s in logs_shape.items()}
-        (state, sums, count), _ = jax.lax.scan(body, (state, zeros, jnp.zeros(())), (xs, ys, ws))
+        guard = (jnp.int32(0), jnp.int32(-1), jnp.int32(0))
+        (state, sums, count, guard), _ = jax.lax.scan(
+            body, (state, zeros, jnp.zeros(()), guard), (xs, ys, ws)
+        )
         logs = _finish_logs(sums, count)
+        if on_nan is not None:
+            logs["_nan_first"], logs["_nan_skipped"] = guard[1], guard[2]
         if validate:
             val_logs = evaluate_fn(state.params, state.model_state, *val)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
@@ -473,6 +528,11 @@ def fit(
     model_state: State | None = None,
     opt_state: optax.OptState | None = None,
     verbose: int = 1,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+    checkpoint_keep: int | None = 3,
+    resume: bool = False,
+    on_nan: str | None = "raise",
 ) -> FitResult:
     """Train ``model`` on ``data = (x, y)``; each epoch is one compiled call.
 
@@ -500,6 +560,28 @@ def fit(
       model_state: required for stateful models (the third output of ``init``).
       opt_state: an optimizer state to continue from (default: fresh).
       verbose: 0 silent, 1 a progress bar over epochs, 2 one line per epoch.
+      checkpoint_dir: save the full training state (params, optimizer and model
+        state, step, PRNG key, history) there with :mod:`jnn.checkpoint`, atomically.
+      checkpoint_every: save every this many epochs (and always after the last
+        epoch, on early stopping, on Ctrl-C and on ``on_nan="stop"``).
+      checkpoint_keep: how many checkpoints to keep (None: all).
+      resume: continue from the newest good checkpoint in ``checkpoint_dir``
+        (start fresh if there is none). The checkpoint's state replaces
+        ``params``/``opt_state``/``model_state``/``key``, and its epochs count
+        towards ``epochs``: an interrupted run resumed with the same arguments
+        ends bit-identical (same device) to an uninterrupted one. Early
+        stopping's patience counter restarts on resume.
+      on_nan: what to do when a step's loss or gradients are not finite (checked
+        inside the compiled epoch): ``"raise"`` a :class:`NonFiniteError` naming
+        the epoch and step, carrying ``.result`` with the state from just before
+        that step; ``"stop"`` returns that state with a warning; ``"skip_batch"``
+        skips the bad steps' updates (a warning counts them) and goes on; None
+        turns the check off. That mid-epoch state is returned, not saved: the
+        checkpoints on disk stay those of completed epochs.
+
+    Ctrl-C (SIGINT, in the main thread) stops ``fit`` after the epoch running
+    (a second Ctrl-C aborts at once): it returns, and saves, the state of the
+    last completed epoch, with a warning.
 
     Returns:
       A :class:`FitResult` with ``.params``, ``.opt_state``, ``.model_state``,
@@ -510,6 +592,9 @@ def fit(
       TypeError / ValueError: for bad data (non-numeric, empty, mismatched
         lengths, NaN/Inf, wrong feature size, labels out of range), bad sizes
         or unknown names, all before compiling.
+      NonFiniteError: with ``on_nan="raise"``, when training diverges.
+      jnn.checkpoint.CheckpointError: when resuming from a checkpoint that does
+        not match this model/optimizer.
 
     Example:
       >>> import jax, numpy as np, jnn
@@ -533,6 +618,14 @@ def fit(
     loss_fn = _losses.get(loss)
     tx = get_optimizer(optimizer, learning_rate)
     metric_fns = _resolve_metrics(metrics, loss_fn)
+    checkpoint_every = check_positive_int(where, "checkpoint_every", checkpoint_every)
+    on_nan = _check_on_nan(where, on_nan)
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+        raise TypeError(
+            f"{where}: checkpoint_dir must be a path, got {type(checkpoint_dir).__name__}."
+        )
+    if resume and checkpoint_dir is None:
+        raise ValueError(f"{where}: resume=True needs checkpoint_dir= to resume from.")
     val = None
     if validation_data is not None:
         val = tuple(jnp.asarray(a) for a in check_xy(f"{where}: validation_data", validation_data))
@@ -557,32 +650,171 @@ def fit(
         params=params,
         opt_state=tx.init(params) if opt_state is None else jax.tree.map(jnp.array, opt_state),
         step=jnp.zeros((), jnp.int32),
-        key=key,
+        key=jnp.copy(key),  # donated below: never the caller's key
         model_state=jax.tree.map(jnp.array, model_state),
     )
     epoch_fn = _compiled_epoch(
-        smodel, loss_fn, tx, metric_fns, batch_size, shuffle, val is not None
+        smodel, loss_fn, tx, metric_fns, batch_size, shuffle, val is not None, on_nan
     )
     xd, yd, wd = (jnp.asarray(a) for a in (x, y, w))
     history: dict[str, list[float]] = {k: [] for k in history_keys}
+    done = 0  # completed epochs
+    if resume:
+        state, done, history = _resume(where, checkpoint_dir, state, history_keys)
+
+    def save(state: TrainState, epochs_done: int) -> None:
+        if checkpoint_dir is not None:
+            _checkpoint.save(
+                checkpoint_dir, state, epoch=epochs_done, history=history, keep=checkpoint_keep
+            )
+
     stopper = _Stopper(early_stopping) if early_stopping is not None else None
     progress = _Progress(epochs, verbose)
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        state, logs = epoch_fn(state, xd, yd, wd, val)
-        logs = {k: float(logs[k]) for k in history_keys}  # "loss" first, then metrics
-        for k, v in logs.items():
-            history[k].append(v)
-        progress.update(epoch, logs, time.perf_counter() - start)
-        stop = stopper is not None and stopper.update(epoch, logs[stopper.config.monitor], state)
-        for cb in callbacks:
-            stop = bool(cb(epoch, logs, state)) or stop
-        if stop:
-            break
-    progress.close()
+    sigint = _SigintFlag()
+    try:
+        with sigint:
+            for epoch in range(done, epochs):
+                start = time.perf_counter()
+                new_state, logs = epoch_fn(state, xd, yd, wd, val)
+                # `state` was donated; new_state is the last good one (checkpoints on disk
+                # stay at epoch boundaries, so a resume is still exact).
+                if _non_finite(where, on_nan, logs, epoch, new_state, FitResult, history):
+                    state = new_state
+                    break
+                state = new_state
+                logs = {k: float(logs[k]) for k in history_keys}  # "loss" first, then metrics
+                for k, v in logs.items():
+                    history[k].append(v)
+                done = epoch + 1
+                progress.update(epoch, logs, time.perf_counter() - start)
+                stop = stopper is not None and stopper.update(
+                    epoch, logs[stopper.config.monitor], state
+                )
+                for cb in callbacks:
+                    stop = bool(cb(epoch, logs, state)) or stop
+                if stop or sigint.flag or done % checkpoint_every == 0 or done == epochs:
+                    save(state, done)
+                if sigint.flag:
+                    warnings.warn(
+                        f"{where}: interrupted (Ctrl-C); returning the state after epoch {done}.",
+                        stacklevel=2,
+                    )
+                if stop or sigint.flag:
+                    break
+    except KeyboardInterrupt:
+        # Raised by a callback or a second Ctrl-C: keep the last completed epoch if intact.
+        if any(_is_deleted(a) for a in jax.tree.leaves(state)) or done == 0:
+            raise
+        save(state, done)
+        warnings.warn(
+            f"{where}: KeyboardInterrupt; returning the state after epoch {done}.", stacklevel=2
+        )
+    finally:
+        progress.close()
     if stopper is not None and stopper.config.restore_best and stopper.best_state is not None:
         state = stopper.best_state
     return FitResult(state, history)
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced a non-finite loss or gradient (``fit(..., on_nan="raise")``).
+
+    Attributes:
+      epoch: the epoch (from 0) of the first non-finite step.
+      step: its index within the epoch (from 0).
+      global_step: its index counted over the whole run.
+      result: a :class:`FitResult` whose state is the one just before that step
+        and whose history holds the completed epochs.
+    """
+
+    def __init__(self, message: str, *, epoch: int, step: int, global_step: int, result: Any):
+        super().__init__(message)
+        self.epoch, self.step, self.global_step, self.result = epoch, step, global_step, result
+
+
+_ON_NAN = ("raise", "stop", "skip_batch")
+
+
+def _check_on_nan(where: str, on_nan: Any) -> str | None:
+    if on_nan is not None and on_nan not in _ON_NAN:
+        hint = close_match(on_nan, _ON_NAN) if isinstance(on_nan, str) else ""
+        raise ValueError(
+            f"{where}: on_nan must be one of {', '.join(map(repr, _ON_NAN))} or None, got "
+            f"{on_nan!r}.{hint}"
+        )
+    return on_nan
+
+
+def _non_finite(where, on_nan, logs, epoch, state, result_type, history) -> bool:
+    """Act on the epoch's NaN guard: raise, or return True to stop; warn on skips."""
+    if on_nan is None:
+        return False
+    first, skipped = int(logs["_nan_first"]), int(logs["_nan_skipped"])
+    if on_nan == "skip_batch":
+        if skipped:
+            warnings.warn(
+                f"{where}: epoch {epoch}: skipped {skipped} step(s) with a non-finite loss or "
+                f"gradients (first at step {first} of the epoch).",
+                stacklevel=3,
+            )
+        return False
+    if first < 0:
+        return False
+    message = (
+        f"{where}: non-finite loss or gradients at epoch {epoch}, step {first} of the epoch "
+        f"(global step {int(state.step)}; both from 0). The returned state is the one just "
+        "before that step. Lower the learning rate, clip gradients (optax.clip_by_global_norm), "
+        "check the data, or pass on_nan='skip_batch'."
+    )
+    if on_nan == "raise":
+        raise NonFiniteError(
+            message,
+            epoch=epoch,
+            step=first,
+            global_step=int(state.step),
+            result=result_type(state, history),
+        )
+    warnings.warn(message, stacklevel=3)
+    return True
+
+
+def _resume(where, directory, template, history_keys):
+    """(state, completed epochs, history) from the newest good checkpoint, or a fresh start."""
+    ckpt = _checkpoint.restore_latest(directory, template)
+    if ckpt is None:
+        return template, 0, {k: [] for k in history_keys}
+    if list(ckpt.history) != list(history_keys):
+        raise ValueError(
+            f"{where}: the checkpoint {ckpt.path} records {list(ckpt.history)}, this run "
+            f"records {list(history_keys)}; resume with the same metrics and validation_data."
+        )
+    return ckpt.state, ckpt.epoch, ckpt.history
+
+
+def _is_deleted(leaf: Any) -> bool:
+    return isinstance(leaf, jax.Array) and leaf.is_deleted()
+
+
+class _SigintFlag:
+    """While active (main thread only): the first Ctrl-C sets ``flag``, a second one raises."""
+
+    def __init__(self):
+        self.flag, self.previous = False, None
+
+    def _handle(self, signum, frame):
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
 
 
 def _check_model_state(where: str, model: AnyLayer, model_state: State | None) -> State:

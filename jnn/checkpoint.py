@@ -257,7 +257,33 @@ def _read(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable payload: {err}") from None
     if not isinstance(content, dict) or content.get("format") != "jnn.checkpoint":
         raise CheckpointError(f"{path}: not a jnn checkpoint payload.")
+    shape_ok = (
+        isinstance(content.get("state"), dict)
+        and isinstance(content.get("epoch"), int)
+        and isinstance(content.get("history"), dict)
+        and isinstance(content.get("typed_keys"), dict)
+    )
+    bad = _foreign_leaf(content)
+    if not shape_ok or bad is not None:
+        raise CheckpointError(
+            f"{path}: malformed checkpoint payload"
+            + (f" (holds a {type(bad).__name__})." if bad is not None else ".")
+        )
     return content
+
+
+def _foreign_leaf(tree: Any) -> Any:
+    """The first value that is not plain data (dict, list, str, number, numpy array), or None."""
+    if isinstance(tree, dict):
+        tree = [*tree.keys(), *tree.values()]
+    if isinstance(tree, list):
+        for item in tree:
+            if (bad := _foreign_leaf(item)) is not None:
+                return bad
+        return None
+    if isinstance(tree, (str, int, float, np.ndarray, np.generic)):
+        return None
+    return tree
 
 
 def _compare(template: Any, loaded: Any, parts: tuple[str, ...], errors: list[str]) -> None:
@@ -315,7 +341,7 @@ def restore(path: str | os.PathLike, template: Any) -> Checkpoint:
     path = Path(path)
     content = _read(path)
     raw = _unwrap_keys(template)
-    wanted = jax.tree.map(np.asarray, serialization.to_state_dict(raw))
+    wanted = serialization.to_state_dict(raw)  # field order kept: params come first
     errors: list[str] = []
     _compare(wanted, content["state"], (), errors)
     want_keys, got_keys = _typed_key_impls(template), content.get("typed_keys", {})

@@ -783,12 +783,12 @@ def _resume(where, directory, template, history_keys):
     ckpt = _checkpoint.restore_latest(directory, template)
     if ckpt is None:
         return template, 0, {k: [] for k in history_keys}
-    if list(ckpt.history) != list(history_keys):
+    if sorted(ckpt.history) != sorted(history_keys):
         raise ValueError(
-            f"{where}: the checkpoint {ckpt.path} records {list(ckpt.history)}, this run "
-            f"records {list(history_keys)}; resume with the same metrics and validation_data."
+            f"{where}: the checkpoint {ckpt.path} records {sorted(ckpt.history)}, this run "
+            f"records {sorted(history_keys)}; resume with the same metrics and validation_data."
         )
-    return ckpt.state, ckpt.epoch, ckpt.history
+    return ckpt.state, ckpt.epoch, {k: ckpt.history[k] for k in history_keys}
 
 
 def _is_deleted(leaf: Any) -> bool:

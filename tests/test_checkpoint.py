@@ -68,7 +68,7 @@ def test_structure_and_dtype_mismatch(tmp_path):
         ckpt.restore(path, {"a": jnp.zeros(2), "c": jnp.zeros(2)})
     with pytest.raises(ckpt.CheckpointError, match=r"a: expected \(2,\) int32, got \(2,\) float32"):
         ckpt.restore(path, {"a": jnp.zeros(2, jnp.int32), "b": jnp.zeros(2)})
-    with pytest.raises(ckpt.CheckpointError, match="TrainState|structure differs"):
+    with pytest.raises(ckpt.CheckpointError, match=r"structure differs"):
         ckpt.restore(path, _state())
 
 
@@ -164,7 +164,9 @@ def test_payload_holds_no_code(tmp_path):
 
     state, path = _saved(tmp_path)
     payload = msgpack.packb({"format": "jnn.checkpoint", "x": msgpack.ExtType(42, b"os.system")})
-    header = struct.pack("<8sIQ32s", b"JNNCKPT\n", 1, len(payload), hashlib.sha256(payload).digest())
+    header = struct.pack(
+        "<8sIQ32s", b"JNNCKPT\n", 1, len(payload), hashlib.sha256(payload).digest()
+    )
     path.write_bytes(header + payload)
     with pytest.raises(ckpt.CheckpointError):
         ckpt.restore(path, state)

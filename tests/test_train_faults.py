@@ -81,17 +81,36 @@ def test_resume_with_other_metrics_is_refused(tmp_path):
     _fit(1, checkpoint_dir=tmp_path)
     model, params, data = _problem()
     with pytest.raises(ValueError, match="same metrics"):
-        jnn.fit(model, params, data, loss="bce", epochs=2, key=jax.random.key(1), verbose=0,
-                checkpoint_dir=tmp_path, resume=True)  # fmt: skip
+        jnn.fit(
+            model,
+            params,
+            data,
+            loss="bce",
+            epochs=2,
+            key=jax.random.key(1),
+            verbose=0,
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
 
 
 def test_resume_with_other_model_names_the_path(tmp_path):
     _fit(1, checkpoint_dir=tmp_path)
     model = jnn.serial(jnn.Dense(4), jnn.Dropout(0.2), jnn.Dense(1, activation="sigmoid"))
     _, params = model.init(jax.random.key(0), (-1, 3))
-    with pytest.raises(ckpt.CheckpointError, match=r"params\['dense_0'\]\['w'\]: expected \(3, 4\)"):
-        jnn.fit(model, params, _problem()[2], epochs=2, key=jax.random.key(1), **KW,
-                checkpoint_dir=tmp_path, resume=True)  # fmt: skip
+    with pytest.raises(
+        ckpt.CheckpointError, match=r"params\['dense_0'\]\['w'\]: expected \(3, 4\)"
+    ):
+        jnn.fit(
+            model,
+            params,
+            _problem()[2],
+            epochs=2,
+            key=jax.random.key(1),
+            **KW,
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
 
 
 _CHILD = """
@@ -103,7 +122,10 @@ t._fit(40, checkpoint_dir={d!r}, callbacks=[lambda e, logs, s: time.sleep(0.05)]
 
 
 def test_sigkill_mid_training_then_resume(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     code = _CHILD.format(tests=str(ROOT / "tests"), d=str(tmp_path))
     child = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
     try:
@@ -158,9 +180,19 @@ def _nan_loss(pred, target, *, weights=None):
 def _nan_fit(on_nan, x, y, epochs=3):
     model = jnn.Dense(1)
     _, params = model.init(jax.random.key(0), (-1, 3))
-    return jnn.fit(model, params, (x, y), loss=_nan_loss, optimizer="sgd", epochs=epochs,
-                   batch_size=8, key=jax.random.key(1), shuffle=False, verbose=0,
-                   on_nan=on_nan)  # fmt: skip
+    return jnn.fit(
+        model,
+        params,
+        (x, y),
+        loss=_nan_loss,
+        optimizer="sgd",
+        epochs=epochs,
+        batch_size=8,
+        key=jax.random.key(1),
+        shuffle=False,
+        verbose=0,
+        on_nan=on_nan,
+    )
 
 
 def _nan_data():
@@ -192,7 +224,7 @@ def test_on_nan_stop_returns_last_good_state():
 
 
 def test_on_nan_skip_batch_skips_only_bad_steps():
-    x, y, y_bad = _nan_data()
+    x, _, y_bad = _nan_data()
     with pytest.warns(UserWarning, match="skipped 1 step"):
         res = _nan_fit("skip_batch", x, y_bad)
     assert int(res.state.step) == 3 * 8 - 3

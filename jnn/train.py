@@ -628,12 +628,16 @@ def fit(
         raise ValueError(f"{where}: resume=True needs checkpoint_dir= to resume from.")
     val = None
     if validation_data is not None:
-        val = tuple(jnp.asarray(a) for a in check_xy(f"{where}: validation_data", validation_data))
+        val = check_xy(f"{where}: validation_data", validation_data)
 
     out_shape = _check_trace(where, smodel, params, model_state, loss_fn, metric_fns, x, y, w)
-    check_labels(
-        where, loss if isinstance(loss, str) else getattr(loss_fn, "__name__", None), y, out_shape
-    )
+    loss_name = loss if isinstance(loss, str) else getattr(loss_fn, "__name__", None)
+    check_labels(where, loss_name, y, out_shape)
+    if val is not None:
+        _check_trace(f"{where}: validation_data", smodel, params, model_state, loss_fn,
+                     metric_fns, *val)  # fmt: skip
+        check_labels(f"{where}: validation_data", loss_name, val[1], out_shape)
+        val = tuple(jnp.asarray(a) for a in val)
     history_keys = ["loss", *(n for n, _ in metric_fns)]
     if val is not None:
         history_keys += [f"val_{k}" for k in history_keys]
@@ -832,8 +836,46 @@ def _check_model_state(where: str, model: AnyLayer, model_state: State | None) -
     return {} if model_state is None else model_state
 
 
+def _check_params(where, model, params, model_state, row_shape) -> None:
+    """Params (and model state) must have the tree and shapes ``model.init`` gives for rows
+    of ``row_shape``: a mismatch is named by path here, not met as a reshape error in XLA."""
+    if params is None:
+        raise TypeError(f"{where}: params is None; pass the params from model.init(key, shape).")
+    try:
+        _, want, want_state = jax.eval_shape(
+            lambda k: model.init(k, (-1, *row_shape)), jax.random.key(0)
+        )
+    except Exception:  # init cannot infer from shapes alone: the trace check still runs
+        return
+    for what, want_tree, got_tree in (("params", want, params), ("model_state", want_state,
+                                                                  model_state)):  # fmt: skip
+        errors = _tree_mismatches(what, want_tree, got_tree)
+        if errors:
+            more = f"; ... ({len(errors) - 4} more)" if len(errors) > 4 else ""
+            raise ValueError(
+                f"{where}: {what} do not match this model on inputs of shape "
+                f"{(-1, *row_shape)}: {'; '.join(errors[:4])}{more}. Check that the inputs "
+                f"have the feature size the model was initialized with, and that the {what} "
+                "come from this model's init."
+            )
+
+
+def _tree_mismatches(what: str, want: Any, got: Any) -> list[str]:
+    """Paths where ``got`` lacks, adds or reshapes a leaf of ``want``."""
+    leaves = jax.tree_util.tree_leaves_with_path
+    want_l = {jax.tree_util.keystr(p): a for p, a in leaves(want)}
+    got_l = {jax.tree_util.keystr(p): a for p, a in leaves(got)}
+    errors = [f"{what}{k} is missing" for k in want_l if k not in got_l]
+    errors += [f"{what}{k} is unexpected" for k in got_l if k not in want_l]
+    for k, a in want_l.items():
+        if k in got_l and tuple(a.shape) != tuple(np.shape(got_l[k])):
+            errors.append(f"{what}{k}: expected shape {tuple(a.shape)}, got {np.shape(got_l[k])}")
+    return errors
+
+
 def _check_trace(where, model, params, model_state, loss_fn, metric_fns, x, y, w):
     """Trace (not compile) the model and loss on one batch: shape errors surface here."""
+    _check_params(where, model, params, model_state, x.shape[1:])
     xb, yb = (
         jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype),
         jax.ShapeDtypeStruct((1, *y.shape[1:]), y.dtype),
@@ -955,7 +997,7 @@ def evaluate(
     batch_size = min(check_positive_int(where, "batch_size", batch_size), x.shape[0])
     loss_fn = None if loss is None else _losses.get(loss)
     metric_fns = _resolve_metrics(metrics, loss_fn)
-    _check_trace(
+    out_shape = _check_trace(
         where,
         smodel,
         params,
@@ -966,6 +1008,9 @@ def evaluate(
         y,
         w,
     )
+    if loss is not None:
+        loss_name = loss if isinstance(loss, str) else getattr(loss_fn, "__name__", None)
+        check_labels(where, loss_name, y, out_shape)
     run = _compiled_eval(smodel, loss_fn, metric_fns, batch_size)
     logs = run(params, model_state, jnp.asarray(x), jnp.asarray(y), jnp.asarray(w))
     return {k: float(v) for k, v in logs.items()}
@@ -1018,6 +1063,7 @@ def predict(
     x = as_host_array(where, "x", x)
     n = x.shape[0]
     batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
+    _check_params(where, smodel, params, model_state, x.shape[1:])
     forward = _compiled_forward(smodel)
     jax.eval_shape(
         forward, params, model_state, jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype)

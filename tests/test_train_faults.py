@@ -253,7 +253,7 @@ def test_nan_gradients_alone_are_caught():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"on_nan": "skip"}, ValueError, "Did you mean 'skip_batch'"),
+        ({"on_nan": "skip_batches"}, ValueError, "Did you mean 'skip_batch'"),
         ({"on_nan": 1}, ValueError, "on_nan must be one of"),
         ({"resume": True}, ValueError, "resume=True needs checkpoint_dir"),
         ({"checkpoint_dir": 3}, TypeError, "checkpoint_dir must be a path"),

@@ -229,6 +229,11 @@ def latest(directory: str | os.PathLike) -> Path | None:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path} is a directory; pass a checkpoint file, or use restore_latest(directory, "
+            "template)."
+        )
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -338,6 +343,8 @@ def restore(path: str | os.PathLike, template: Any) -> Checkpoint:
       ...
       jnn.checkpoint.CheckpointError: ...: w: expected (10, 10) float32, got (10, 5) float32
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"checkpoint.restore: path must be a path, got {type(path).__name__}.")
     path = Path(path)
     content = _read(path)
     raw = _unwrap_keys(template)

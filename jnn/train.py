@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
@@ -836,6 +837,19 @@ def _check_model_state(where: str, model: AnyLayer, model_state: State | None) -
     return {} if model_state is None else model_state
 
 
+def _traced(where, model, params, model_state, row_shape, fn, *args):
+    """``jax.eval_shape(fn, params, model_state, *args)``. An error raised outside jnn's own
+    code (e.g. a reshape deep in XLA) most likely means params from another model: that is
+    checked against ``model.init`` and reported by path; jnn's own errors pass through."""
+    try:
+        return jax.eval_shape(fn, params, model_state, *args)
+    except Exception as err:
+        frames = traceback.extract_tb(err.__traceback__)
+        if not frames or "/jnn/" not in frames[-1].filename.replace("\\", "/"):
+            _check_params(where, model, params, model_state, row_shape)
+        raise
+
+
 def _check_params(where, model, params, model_state, row_shape) -> None:
     """Params (and model state) must have the tree and shapes ``model.init`` gives for rows
     of ``row_shape``: a mismatch is named by path here, not met as a reshape error in XLA."""
@@ -875,7 +889,8 @@ def _tree_mismatches(what: str, want: Any, got: Any) -> list[str]:
 
 def _check_trace(where, model, params, model_state, loss_fn, metric_fns, x, y, w):
     """Trace (not compile) the model and loss on one batch: shape errors surface here."""
-    _check_params(where, model, params, model_state, x.shape[1:])
+    if params is None:
+        raise TypeError(f"{where}: params is None; pass the params from model.init(key, shape).")
     xb, yb = (
         jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype),
         jax.ShapeDtypeStruct((1, *y.shape[1:]), y.dtype),
@@ -890,7 +905,7 @@ def _check_trace(where, model, params, model_state, loss_fn, metric_fns, x, y, w
         return pred
 
     try:
-        out = jax.eval_shape(probe, params, model_state, xb, yb)
+        out = _traced(where, model, params, model_state, x.shape[1:], probe, xb, yb)
     except TypeError as err:
         if "weights" in str(err) and "unexpected keyword" in str(err):
             raise TypeError(
@@ -1063,11 +1078,11 @@ def predict(
     x = as_host_array(where, "x", x)
     n = x.shape[0]
     batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
-    _check_params(where, smodel, params, model_state, x.shape[1:])
+    if params is None:
+        raise TypeError(f"{where}: params is None; pass the params from model.init(key, shape).")
     forward = _compiled_forward(smodel)
-    jax.eval_shape(
-        forward, params, model_state, jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype)
-    )
+    xb = jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype)
+    _traced(where, smodel, params, model_state, x.shape[1:], forward, xb)
 
     def batch(i: int) -> Any:
         xb = x[i : i + batch_size]

@@ -229,7 +229,11 @@ CASES = {
         "y holds 24 NaN/Inf",
     ),
     "fit x rank 1": (lambda t: fit((X[:, 0], Y)), ValueError, r"Dense\(4\): .* got \(1,\)"),
-    "fit wrong features": (lambda t: fit((X[:, :4], Y)), ValueError, r"expected shape \(4, 4\)"),
+    "fit wrong features": (
+        lambda t: fit((X[:, :4], Y)),
+        ValueError,
+        r"expected input of shape \(\.\.\., 5\), got \(\d+, 4\)",
+    ),
     "fit label too big": (lambda t: fit((X, Y + 3)), ValueError, r"must be in \[0, 3\)"),
     "fit negative label": (lambda t: fit((X, Y - 1)), ValueError, r"values in \[-1, -1\]"),
     "fit (N,1) vs (N,)": (
@@ -281,13 +285,13 @@ CASES = {
     "fit empty params": (
         lambda t: fit(params={}),
         ValueError,
-        r"params\['dense_0'\]\['b'\] is missing",
+        "params has no entry 'dense_0'",
     ),
     "fit data not a pair": (lambda t: fit(data=X), TypeError, "data must be a pair"),
     "fit validation features": (
         lambda t: fit(validation_data=(X[:, :4], Y)),
         ValueError,
-        r"validation_data: params do not match this model on inputs of shape \(-1, 4\)",
+        r"expected input of shape \(\.\.\., 5\), got \(\d+, 4\)",
     ),
     "fit validation labels": (
         lambda t: fit(validation_data=(X, Y + 5)),
@@ -315,7 +319,11 @@ CASES = {
         "not recorded",
     ),
     # ------------------------------------------------------------- evaluate / predict
-    "evaluate wrong features": (lambda t: evaluate((X[:, :4], Y)), ValueError, r"\(-1, 4\)"),
+    "evaluate wrong features": (
+        lambda t: evaluate((X[:, :4], Y)),
+        ValueError,
+        r"expected input of shape \(\.\.\., 5\), got \(\d+, 4\)",
+    ),
     "evaluate label too big": (lambda t: evaluate((X, Y + 3)), ValueError, r"in \[0, 3\)"),
     "evaluate empty": (lambda t: evaluate((X[:0], Y[:0])), ValueError, "x is empty"),
     "evaluate NaN": (lambda t: evaluate((NAN_X, Y)), ValueError, "NaN/Inf"),
@@ -323,7 +331,11 @@ CASES = {
     "evaluate loss typo": (lambda t: evaluate(loss="mse2"), ValueError, "Did you mean 'mse'"),
     "evaluate other params": (lambda t: evaluate(params=_other_params()), ValueError, "dense_1"),
     "evaluate nothing": (lambda t: evaluate(loss=None), ValueError, "give a loss and/or metrics"),
-    "predict wrong features": (lambda t: predict(X[:, :4]), ValueError, r"\(-1, 4\)"),
+    "predict wrong features": (
+        lambda t: predict(X[:, :4]),
+        ValueError,
+        r"expected input of shape \(\.\.\., 5\), got \(\d+, 4\)",
+    ),
     "predict strings": (lambda t: predict(STRINGS), TypeError, "x must be numeric"),
     "predict empty": (lambda t: predict(X[:0]), ValueError, "x is empty"),
     "predict scalar": (lambda t: predict(1.0), ValueError, "leading example axis"),

@@ -15,7 +15,7 @@ Example:
   (-1, 1)
 """
 
-from jnn import layers, losses, metrics
+from jnn import checkpoint, layers, losses, metrics
 from jnn._version import __version__
 from jnn.layers import (
     Activation,
@@ -49,6 +49,7 @@ from jnn.train import (
     Callback,
     EarlyStopping,
     FitResult,
+    NonFiniteError,
     TrainState,
     evaluate,
     fit,
@@ -81,9 +82,11 @@ __all__ = [
     "Softmax",
     "Softplus",
     "StatefulLayer",
+    "NonFiniteError",
     "Tanh",
     "TrainState",
     "__version__",
+    "checkpoint",
     "evaluate",
     "fit",
     "get_optimizer",

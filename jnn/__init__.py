@@ -15,7 +15,7 @@ Example:
   (-1, 1)
 """
 
-from jnn import experiments, layers, losses, metrics
+from jnn import checkpoint, experiments, layers, losses, metrics
 from jnn._version import __version__
 from jnn.layers import (
     Activation,
@@ -63,6 +63,7 @@ from jnn.train import (
     Callback,
     EarlyStopping,
     FitResult,
+    NonFiniteError,
     TrainState,
     evaluate,
     fit,
@@ -108,9 +109,11 @@ __all__ = [
     "Softmax",
     "Softplus",
     "StatefulLayer",
+    "NonFiniteError",
     "Tanh",
     "TrainState",
     "__version__",
+    "checkpoint",
     "evaluate",
     "experiments",
     "fit",

@@ -89,8 +89,14 @@ def check_key(where: str, key: Any) -> Array:
                 f"{where}: expected a single PRNG key, got a batch of shape {key.shape}."
             )
         return key
-    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,):
-        return jnp.asarray(key)
+    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32:
+        if key.shape == (2,):
+            return jnp.asarray(key)
+        if key.ndim > 1 and key.shape[-1] == 2:
+            raise ValueError(
+                f"{where}: expected a single PRNG key, got a batch of raw keys of shape "
+                f"{key.shape}; pass one (e.g. keys[0]) or jax.vmap over them."
+            )
     raise TypeError(
         f"{where}: key must be a PRNG key such as jax.random.key(0), got "
         f"{type(key).__name__}"

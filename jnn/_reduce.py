@@ -30,6 +30,25 @@ def as_array(name: str, what: str, x: ArrayLike) -> Array:
     return arr
 
 
+def check_values(name: str, what: str, x: Array, *, floating: bool = True) -> Array:
+    """Refuse integer predictions, empty arrays, and (outside of tracing) NaN values."""
+    if floating and not jnp.issubdtype(x.dtype, jnp.inexact):
+        raise TypeError(
+            f"{name}: {what} must be floating point (a model's outputs), got {x.dtype}. "
+            "Only labels may be integers; cast with x.astype(jnp.float32)."
+        )
+    if x.size == 0:
+        raise ValueError(f"{name}: {what} is empty (shape {tuple(x.shape)}); nothing to average.")
+    if not isinstance(x, jax.core.Tracer) and jnp.issubdtype(x.dtype, jnp.inexact):
+        nans = int(np.count_nonzero(np.isnan(np.asarray(x))))
+        if nans:
+            raise ValueError(
+                f"{name}: {what} holds {nans} NaN value(s) (shape {tuple(x.shape)}); the loss "
+                "would be NaN. Find where they come from (e.g. jax.debug_nans)."
+            )
+    return x
+
+
 def check_same_shape(name: str, pred: Array, target: Array) -> None:
     """Refuse broadcasting: ``pred`` and ``target`` must have one shape."""
     if pred.shape != target.shape:

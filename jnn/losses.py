@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jnn._reduce import Reduction, as_array, check_same_shape, weighted_reduce
+from jnn._reduce import Reduction, as_array, check_same_shape, check_values, weighted_reduce
 from jnn._typing import Array, ArrayLike
 from jnn.layers._activations import EPS
 from jnn.layers._base import close_match
@@ -191,7 +191,7 @@ def cross_entropy(
       >>> jnn.losses.cross_entropy(logits, jnp.array([0, 1]))
       Array(0.6931472, dtype=float32)
     """
-    logits = as_array("cross_entropy", "logits", logits)
+    logits = check_values("cross_entropy", "logits", as_array("cross_entropy", "logits", logits))
     labels, sparse = _class_labels("cross_entropy", logits, labels)
     if sparse:
         values = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -225,6 +225,7 @@ def categorical_crossentropy(
       Array(0.6931472, dtype=float32)
     """
     probs = as_array("categorical_crossentropy", "probs", probs)
+    probs = check_values("categorical_crossentropy", "probs", probs)
     labels, sparse = _class_labels("categorical_crossentropy", probs, labels)
     logp = jnp.log(jnp.clip(probs, EPS, 1.0))
     if sparse:
@@ -278,11 +279,9 @@ def get(loss: str | Callable[..., Array]) -> Callable[..., Array]:
 
 
 def _pair(name: str, pred: ArrayLike, target: ArrayLike) -> tuple[Array, Array]:
-    pred = as_array(name, "predictions", pred)
-    target = as_array(name, "labels", target)
+    pred = check_values(name, "predictions", as_array(name, "predictions", pred))
+    target = check_values(name, "labels", as_array(name, "labels", target), floating=False)
     check_same_shape(name, pred, target)
-    if not jnp.issubdtype(pred.dtype, jnp.inexact):
-        pred = pred.astype(jnp.float32)
     return pred, target.astype(pred.dtype)
 
 

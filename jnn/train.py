@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import signal
 import sys
+import threading
 import time
+import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -21,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jnn import checkpoint as _checkpoint
 from jnn import losses as _losses
 from jnn import metrics as _metrics
 from jnn._data import check_key, check_labels, check_positive_int, check_xy
@@ -31,6 +37,7 @@ __all__ = [
     "Callback",
     "EarlyStopping",
     "FitResult",
+    "NonFiniteError",
     "TrainState",
     "evaluate",
     "fit",
@@ -219,8 +226,13 @@ def _pure_step(
     loss_fn: Callable,
     tx: optax.GradientTransformation,
     metric_fns: tuple[tuple[str, Callable], ...],
+    guard: bool = False,
 ) -> Callable:
-    """``step(state, x, y, w) -> (state, metrics)``; ``w`` is None or per-example weights."""
+    """``step(state, x, y, w) -> (state, metrics)``; ``w`` is None or per-example weights.
+
+    With ``guard=True`` the step returns ``(state, metrics, finite)`` too, where
+    ``finite`` says whether the loss and every gradient are finite.
+    """
 
     def step(state: TrainState, x: Array, y: Array, w: Array | None):
         key, dropout_key = jax.random.split(state.key)
@@ -241,9 +253,36 @@ def _pure_step(
         for name, fn in metric_fns:
             logs[name] = fn(pred, y) if w is None else fn(pred, y, weights=w)
         new_state = TrainState(params, opt_state, state.step + 1, key, model_state)
+        if guard:
+            return new_state, logs, _all_finite(loss, grads)
         return new_state, logs
 
     return step
+
+
+def _all_finite(loss: Array, grads: Params) -> Array:
+    """One bool: loss and all gradients finite (a few reductions, fused by XLA)."""
+    flags = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]
+    return jnp.logical_and(jnp.isfinite(loss), jnp.all(jnp.stack([jnp.bool_(True), *flags])))
+
+
+def _guard_step(on_nan, old, new, logs, w, finite, guard):
+    """Keep ``new`` only if the step is finite (and, unless skipping, no earlier one failed).
+
+    ``guard = (index, first_bad, skipped)``: the step's index in the epoch, the
+    index of the first non-finite step (-1: none) and the number of skipped steps.
+    A rejected step keeps ``old`` but takes the advanced PRNG key, and its logs
+    count with weight 0 (``where``, not a product: NaN * 0 is NaN).
+    """
+    index, first_bad, skipped = guard
+    ok = finite if on_nan == "skip_batch" else jnp.logical_and(finite, first_bad < 0)
+    state = jax.tree.map(
+        lambda n, o: jnp.where(ok, n, o), new._replace(key=None), old._replace(key=None)
+    )._replace(key=new.key)  # typed keys do not go through where; the key always advances
+    logs = {k: jnp.where(ok, v, jnp.zeros_like(v)) for k, v in logs.items()}
+    first_bad = jnp.where(jnp.logical_and(first_bad < 0, ~finite), index, first_bad)
+    skipped = skipped + (~finite).astype(jnp.int32)
+    return state, logs, jnp.where(ok, w, jnp.zeros_like(w)), (index + 1, first_bad, skipped)
 
 
 def make_train_step(
@@ -365,13 +404,16 @@ def _epoch_fn(
     batch_size: int,
     shuffle: bool,
     validate: bool,
+    on_nan: str | None = None,
 ) -> Callable:
     """The pure (un-jitted) ``epoch(state, x, y, w, val) -> (state, logs)``.
 
     Shuffle, scan the train steps, then validate. ``fit`` jits it
-    (:func:`_compiled_epoch`); ``jnn.experiments`` vmaps it over runs.
+    (:func:`_compiled_epoch`); ``jnn.experiments`` vmaps it over runs. With
+    ``on_nan`` set, the logs also hold ``"_nan_first"`` (index of the first
+    non-finite step, -1 if none) and ``"_nan_skipped"`` (non-finite steps).
     """
-    step = _pure_step(model, loss_fn, tx, metric_fns)
+    step = _pure_step(model, loss_fn, tx, metric_fns, guard=on_nan is not None)
     evaluate_fn = _eval_fn(model, loss_fn, metric_fns, batch_size)
 
     def epoch(state: TrainState, x, y, w, val):
@@ -388,15 +430,27 @@ def _epoch_fn(
         ws = ws * (jnp.arange(num_batches * batch_size) < n).reshape(ws.shape)
 
         def body(carry, batch):
-            state, sums, count = carry
-            state, logs = step(state, *batch)
-            logs, total = _weighted_logs(logs, batch[2])
-            return (state, jax.tree.map(jnp.add, sums, logs), count + total), None
+            state, sums, count, guard = carry
+            wb = batch[2]
+            if on_nan is None:
+                state, logs = step(state, *batch)
+            else:
+                new_state, logs, finite = step(state, *batch)
+                state, logs, wb, guard = _guard_step(
+                    on_nan, state, new_state, logs, wb, finite, guard
+                )
+            logs, total = _weighted_logs(logs, wb)
+            return (state, jax.tree.map(jnp.add, sums, logs), count + total, guard), None
 
         logs_shape = jax.eval_shape(step, state, xs[0], ys[0], ws[0])[1]
         zeros = {k: jnp.zeros((), s.dtype) for k, s in logs_shape.items()}
-        (state, sums, count), _ = jax.lax.scan(body, (state, zeros, jnp.zeros(())), (xs, ys, ws))
+        guard = (jnp.int32(0), jnp.int32(-1), jnp.int32(0))
+        (state, sums, count, guard), _ = jax.lax.scan(
+            body, (state, zeros, jnp.zeros(()), guard), (xs, ys, ws)
+        )
         logs = _finish_logs(sums, count)
+        if on_nan is not None:
+            logs["_nan_first"], logs["_nan_skipped"] = guard[1], guard[2]
         if validate:
             val_logs = evaluate_fn(state.params, state.model_state, *val)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
@@ -499,6 +553,11 @@ def fit(
     model_state: State | None = None,
     opt_state: optax.OptState | None = None,
     verbose: int = 1,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+    checkpoint_keep: int | None = 3,
+    resume: bool = False,
+    on_nan: str | None = "raise",
 ) -> FitResult:
     """Train ``model`` on ``data = (x, y)``; each epoch is one compiled call.
 
@@ -526,6 +585,28 @@ def fit(
       model_state: required for stateful models (the third output of ``init``).
       opt_state: an optimizer state to continue from (default: fresh).
       verbose: 0 silent, 1 a progress bar over epochs, 2 one line per epoch.
+      checkpoint_dir: save the full training state (params, optimizer and model
+        state, step, PRNG key, history) there with :mod:`jnn.checkpoint`, atomically.
+      checkpoint_every: save every this many epochs (and always after the last
+        epoch, on early stopping, on Ctrl-C and on ``on_nan="stop"``).
+      checkpoint_keep: how many checkpoints to keep (None: all).
+      resume: continue from the newest good checkpoint in ``checkpoint_dir``
+        (start fresh if there is none). The checkpoint's state replaces
+        ``params``/``opt_state``/``model_state``/``key``, and its epochs count
+        towards ``epochs``: an interrupted run resumed with the same arguments
+        ends bit-identical (same device) to an uninterrupted one. Early
+        stopping's patience counter restarts on resume.
+      on_nan: what to do when a step's loss or gradients are not finite (checked
+        inside the compiled epoch): ``"raise"`` a :class:`NonFiniteError` naming
+        the epoch and step, carrying ``.result`` with the state from just before
+        that step; ``"stop"`` returns that state with a warning; ``"skip_batch"``
+        skips the bad steps' updates (a warning counts them) and goes on; None
+        turns the check off. That mid-epoch state is returned, not saved: the
+        checkpoints on disk stay those of completed epochs.
+
+    Ctrl-C (SIGINT, in the main thread) stops ``fit`` after the epoch running
+    (a second Ctrl-C aborts at once): it returns, and saves, the state of the
+    last completed epoch, with a warning.
 
     Returns:
       A :class:`FitResult` with ``.params``, ``.opt_state``, ``.model_state``,
@@ -536,6 +617,9 @@ def fit(
       TypeError / ValueError: for bad data (non-numeric, empty, mismatched
         lengths, NaN/Inf, wrong feature size, labels out of range), bad sizes
         or unknown names, all before compiling.
+      NonFiniteError: with ``on_nan="raise"``, when training diverges.
+      jnn.checkpoint.CheckpointError: when resuming from a checkpoint that does
+        not match this model/optimizer.
 
     Example:
       >>> import jax, numpy as np, jnn
@@ -559,14 +643,26 @@ def fit(
     loss_fn = _losses.get(loss)
     tx = get_optimizer(optimizer, learning_rate)
     metric_fns = _resolve_metrics(metrics, loss_fn)
+    checkpoint_every = check_positive_int(where, "checkpoint_every", checkpoint_every)
+    on_nan = _check_on_nan(where, on_nan)
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+        raise TypeError(
+            f"{where}: checkpoint_dir must be a path, got {type(checkpoint_dir).__name__}."
+        )
+    if resume and checkpoint_dir is None:
+        raise ValueError(f"{where}: resume=True needs checkpoint_dir= to resume from.")
     val = None
     if validation_data is not None:
-        val = tuple(jnp.asarray(a) for a in check_xy(f"{where}: validation_data", validation_data))
+        val = check_xy(f"{where}: validation_data", validation_data)
 
     out_shape = _check_trace(where, smodel, params, model_state, loss_fn, metric_fns, x, y, w)
-    check_labels(
-        where, loss if isinstance(loss, str) else getattr(loss_fn, "__name__", None), y, out_shape
-    )
+    loss_name = loss if isinstance(loss, str) else getattr(loss_fn, "__name__", None)
+    check_labels(where, loss_name, y, out_shape)
+    if val is not None:
+        _check_trace(f"{where}: validation_data", smodel, params, model_state, loss_fn,
+                     metric_fns, *val)  # fmt: skip
+        check_labels(f"{where}: validation_data", loss_name, val[1], out_shape)
+        val = tuple(jnp.asarray(a) for a in val)
     history_keys = ["loss", *(n for n, _ in metric_fns)]
     if val is not None:
         history_keys += [f"val_{k}" for k in history_keys]
@@ -589,28 +685,167 @@ def fit(
         model_state=_copy_tree(model_state),
     )
     epoch_fn = _compiled_epoch(
-        smodel, loss_fn, tx, metric_fns, batch_size, shuffle, val is not None
+        smodel, loss_fn, tx, metric_fns, batch_size, shuffle, val is not None, on_nan
     )
     xd, yd, wd = (jnp.asarray(a) for a in (x, y, w))
     history: dict[str, list[float]] = {k: [] for k in history_keys}
+    done = 0  # completed epochs
+    if resume:
+        state, done, history = _resume(where, checkpoint_dir, state, history_keys)
+
+    def save(state: TrainState, epochs_done: int) -> None:
+        if checkpoint_dir is not None:
+            _checkpoint.save(
+                checkpoint_dir, state, epoch=epochs_done, history=history, keep=checkpoint_keep
+            )
+
     stopper = _Stopper(early_stopping) if early_stopping is not None else None
     progress = _Progress(epochs, verbose)
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        state, logs = epoch_fn(state, xd, yd, wd, val)
-        logs = {k: float(logs[k]) for k in history_keys}  # "loss" first, then metrics
-        for k, v in logs.items():
-            history[k].append(v)
-        progress.update(epoch, logs, time.perf_counter() - start)
-        stop = stopper is not None and stopper.update(epoch, logs[stopper.config.monitor], state)
-        for cb in callbacks:
-            stop = bool(cb(epoch, logs, state)) or stop
-        if stop:
-            break
-    progress.close()
+    sigint = _SigintFlag()
+    try:
+        with sigint:
+            for epoch in range(done, epochs):
+                start = time.perf_counter()
+                new_state, logs = epoch_fn(state, xd, yd, wd, val)
+                # `state` was donated; new_state is the last good one (checkpoints on disk
+                # stay at epoch boundaries, so a resume is still exact).
+                if _non_finite(where, on_nan, logs, epoch, new_state, FitResult, history):
+                    state = new_state
+                    break
+                state = new_state
+                logs = {k: float(logs[k]) for k in history_keys}  # "loss" first, then metrics
+                for k, v in logs.items():
+                    history[k].append(v)
+                done = epoch + 1
+                progress.update(epoch, logs, time.perf_counter() - start)
+                stop = stopper is not None and stopper.update(
+                    epoch, logs[stopper.config.monitor], state
+                )
+                for cb in callbacks:
+                    stop = bool(cb(epoch, logs, state)) or stop
+                if stop or sigint.flag or done % checkpoint_every == 0 or done == epochs:
+                    save(state, done)
+                if sigint.flag:
+                    warnings.warn(
+                        f"{where}: interrupted (Ctrl-C); returning the state after epoch {done}.",
+                        stacklevel=2,
+                    )
+                if stop or sigint.flag:
+                    break
+    except KeyboardInterrupt:
+        # Raised by a callback or a second Ctrl-C: keep the last completed epoch if intact.
+        if any(_is_deleted(a) for a in jax.tree.leaves(state)) or done == 0:
+            raise
+        save(state, done)
+        warnings.warn(
+            f"{where}: KeyboardInterrupt; returning the state after epoch {done}.", stacklevel=2
+        )
+    finally:
+        progress.close()
     if stopper is not None and stopper.config.restore_best and stopper.best_state is not None:
         state = stopper.best_state
     return FitResult(state, history)
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced a non-finite loss or gradient (``fit(..., on_nan="raise")``).
+
+    Attributes:
+      epoch: the epoch (from 0) of the first non-finite step.
+      step: its index within the epoch (from 0).
+      global_step: its index counted over the whole run.
+      result: a :class:`FitResult` whose state is the one just before that step
+        and whose history holds the completed epochs.
+    """
+
+    def __init__(self, message: str, *, epoch: int, step: int, global_step: int, result: Any):
+        super().__init__(message)
+        self.epoch, self.step, self.global_step, self.result = epoch, step, global_step, result
+
+
+_ON_NAN = ("raise", "stop", "skip_batch")
+
+
+def _check_on_nan(where: str, on_nan: Any) -> str | None:
+    if on_nan is not None and on_nan not in _ON_NAN:
+        hint = close_match(on_nan, _ON_NAN) if isinstance(on_nan, str) else ""
+        raise ValueError(
+            f"{where}: on_nan must be one of {', '.join(map(repr, _ON_NAN))} or None, got "
+            f"{on_nan!r}.{hint}"
+        )
+    return on_nan
+
+
+def _non_finite(where, on_nan, logs, epoch, state, result_type, history) -> bool:
+    """Act on the epoch's NaN guard: raise, or return True to stop; warn on skips."""
+    if on_nan is None:
+        return False
+    first, skipped = int(logs["_nan_first"]), int(logs["_nan_skipped"])
+    if on_nan == "skip_batch":
+        if skipped:
+            warnings.warn(
+                f"{where}: epoch {epoch}: skipped {skipped} step(s) with a non-finite loss or "
+                f"gradients (first at step {first} of the epoch).",
+                stacklevel=3,
+            )
+        return False
+    if first < 0:
+        return False
+    message = (
+        f"{where}: non-finite loss or gradients at epoch {epoch}, step {first} of the epoch "
+        f"(global step {int(state.step)}; both from 0). The returned state is the one just "
+        "before that step. Lower the learning rate, clip gradients (optax.clip_by_global_norm), "
+        "check the data, or pass on_nan='skip_batch'."
+    )
+    if on_nan == "raise":
+        raise NonFiniteError(
+            message,
+            epoch=epoch,
+            step=first,
+            global_step=int(state.step),
+            result=result_type(state, history),
+        )
+    warnings.warn(message, stacklevel=3)
+    return True
+
+
+def _resume(where, directory, template, history_keys):
+    """(state, completed epochs, history) from the newest good checkpoint, or a fresh start."""
+    ckpt = _checkpoint.restore_latest(directory, template)
+    if ckpt is None:
+        return template, 0, {k: [] for k in history_keys}
+    if sorted(ckpt.history) != sorted(history_keys):
+        raise ValueError(
+            f"{where}: the checkpoint {ckpt.path} records {sorted(ckpt.history)}, this run "
+            f"records {sorted(history_keys)}; resume with the same metrics and validation_data."
+        )
+    return ckpt.state, ckpt.epoch, {k: ckpt.history[k] for k in history_keys}
+
+
+def _is_deleted(leaf: Any) -> bool:
+    return isinstance(leaf, jax.Array) and leaf.is_deleted()
+
+
+class _SigintFlag:
+    """While active (main thread only): the first Ctrl-C sets ``flag``, a second one raises."""
+
+    def __init__(self):
+        self.flag, self.previous = False, None
+
+    def _handle(self, signum, frame):
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
 
 
 def _copy_tree(tree: Any) -> Any:
@@ -626,6 +861,56 @@ def _check_model_state(where: str, model: AnyLayer, model_state: State | None) -
             )
         return model_state
     return {} if model_state is None else model_state
+
+
+def _traced(where, model, params, model_state, row_shape, fn, *args):
+    """``jax.eval_shape(fn, params, model_state, *args)``. An error raised outside jnn's own
+    code (e.g. a reshape deep in XLA) most likely means params from another model: that is
+    checked against ``model.init`` and reported by path; jnn's own errors pass through."""
+    try:
+        return jax.eval_shape(fn, params, model_state, *args)
+    except Exception as err:
+        frames = traceback.extract_tb(err.__traceback__)
+        if not frames or "/jnn/" not in frames[-1].filename.replace("\\", "/"):
+            _check_params(where, model, params, model_state, row_shape)
+        raise
+
+
+def _check_params(where, model, params, model_state, row_shape) -> None:
+    """Params (and model state) must have the tree and shapes ``model.init`` gives for rows
+    of ``row_shape``: a mismatch is named by path here, not met as a reshape error in XLA."""
+    if params is None:
+        raise TypeError(f"{where}: params is None; pass the params from model.init(key, shape).")
+    try:
+        _, want, want_state = jax.eval_shape(
+            lambda k: model.init(k, (-1, *row_shape)), jax.random.key(0)
+        )
+    except Exception:  # init cannot infer from shapes alone: the trace check still runs
+        return
+    for what, want_tree, got_tree in (("params", want, params), ("model_state", want_state,
+                                                                  model_state)):  # fmt: skip
+        errors = _tree_mismatches(what, want_tree, got_tree)
+        if errors:
+            more = f"; ... ({len(errors) - 4} more)" if len(errors) > 4 else ""
+            raise ValueError(
+                f"{where}: {what} do not match this model on inputs of shape "
+                f"{(-1, *row_shape)}: {'; '.join(errors[:4])}{more}. Check that the inputs "
+                f"have the feature size the model was initialized with, and that the {what} "
+                "come from this model's init."
+            )
+
+
+def _tree_mismatches(what: str, want: Any, got: Any) -> list[str]:
+    """Paths where ``got`` lacks, adds or reshapes a leaf of ``want``."""
+    leaves = jax.tree_util.tree_leaves_with_path
+    want_l = {jax.tree_util.keystr(p): a for p, a in leaves(want)}
+    got_l = {jax.tree_util.keystr(p): a for p, a in leaves(got)}
+    errors = [f"{what}{k} is missing" for k in want_l if k not in got_l]
+    errors += [f"{what}{k} is unexpected" for k in got_l if k not in want_l]
+    for k, a in want_l.items():
+        if k in got_l and tuple(a.shape) != tuple(np.shape(got_l[k])):
+            errors.append(f"{what}{k}: expected shape {tuple(a.shape)}, got {np.shape(got_l[k])}")
+    return errors
 
 
 _TRACE_CACHE: dict[Any, tuple[int, ...]] = {}
@@ -661,6 +946,9 @@ def _check_trace(where, model, params, model_state, loss_fn, metric_fns, x, y, w
 
 
 def _trace_shape(where, model, params, model_state, loss_fn, metric_fns, x, y):
+    """The output shape of the model on one traced batch (errors named by path)."""
+    if params is None:
+        raise TypeError(f"{where}: params is None; pass the params from model.init(key, shape).")
     xb, yb = (
         jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype),
         jax.ShapeDtypeStruct((1, *y.shape[1:]), y.dtype),
@@ -675,7 +963,7 @@ def _trace_shape(where, model, params, model_state, loss_fn, metric_fns, x, y):
         return pred
 
     try:
-        out = jax.eval_shape(probe, params, model_state, xb, yb)
+        out = _traced(where, model, params, model_state, x.shape[1:], probe, xb, yb)
     except TypeError as err:
         if "weights" in str(err) and "unexpected keyword" in str(err):
             raise TypeError(
@@ -782,7 +1070,7 @@ def evaluate(
     batch_size = min(check_positive_int(where, "batch_size", batch_size), x.shape[0])
     loss_fn = None if loss is None else _losses.get(loss)
     metric_fns = _resolve_metrics(metrics, loss_fn)
-    _check_trace(
+    out_shape = _check_trace(
         where,
         smodel,
         params,
@@ -793,6 +1081,9 @@ def evaluate(
         y,
         w,
     )
+    if loss is not None:
+        loss_name = loss if isinstance(loss, str) else getattr(loss_fn, "__name__", None)
+        check_labels(where, loss_name, y, out_shape)
     run = _compiled_eval(smodel, loss_fn, metric_fns, batch_size)
     logs = run(params, model_state, jnp.asarray(x), jnp.asarray(y), jnp.asarray(w))
     return {k: float(v) for k, v in logs.items()}
@@ -845,10 +1136,11 @@ def predict(
     x = as_host_array(where, "x", x)
     n = x.shape[0]
     batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
+    if params is None:
+        raise TypeError(f"{where}: params is None; pass the params from model.init(key, shape).")
     forward = _compiled_forward(smodel)
-    jax.eval_shape(
-        forward, params, model_state, jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype)
-    )
+    xb = jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype)
+    _traced(where, smodel, params, model_state, x.shape[1:], forward, xb)
 
     def batch(i: int) -> Any:
         xb = x[i : i + batch_size]

@@ -26,7 +26,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jnn._data import check_key
 from jnn._typing import Array, Params, PRNGKey, Shape, State
 
 
@@ -151,11 +153,11 @@ def child_names(layers: Iterable[AnyLayer]) -> list[str]:
     return names
 
 
-def split_key(key: PRNGKey | None, n: int) -> list[PRNGKey | None]:
-    """``n`` independent subkeys, or ``n`` Nones when ``key`` is None."""
+def split_key(key: PRNGKey | None, n: int, where: str = "layer") -> list[PRNGKey | None]:
+    """``n`` independent subkeys, or ``n`` Nones when ``key`` is None (bad keys: clear errors)."""
     if key is None:
         return [None] * n
-    return list(jax.random.split(key, n))
+    return list(jax.random.split(check_key(where, key), n))
 
 
 def normalize_shape(name: str, input_shape: Any) -> Shape:
@@ -198,7 +200,17 @@ def feature_dim(name: str, input_shape: Shape, *, min_rank: int = 1) -> int:
 
 def check_inexact(name: str, x: Any) -> Array:
     """``x`` as an array with a floating dtype, or a TypeError naming the layer."""
-    x = jnp.asarray(x) if not isinstance(x, jax.Array) else x
+    if not isinstance(x, jax.Array):
+        try:
+            host = np.asarray(x)
+        except Exception as err:  # ragged lists, exotic objects
+            raise TypeError(f"{name}: input could not be converted to an array: {err}") from None
+        if host.dtype.kind not in "biufc":
+            raise TypeError(
+                f"{name}: expected floating-point input, got dtype {host.dtype}"
+                + (" (strings: encode them as numbers first)." if host.dtype.kind in "USO" else ".")
+            )
+        x = jnp.asarray(host)
     if not jnp.issubdtype(x.dtype, jnp.inexact):
         raise TypeError(
             f"{name}: expected floating-point input, got dtype {x.dtype} with shape "

@@ -53,6 +53,17 @@ def _children(kind: str, layers: Sequence[Any]) -> tuple[list[str], list[Statefu
     return child_names(layers), [stateful(layer) for layer in layers]
 
 
+def _child(kind: str, params: Any, name: str) -> Any:
+    """``params[name]``, or a clear error for params that belong to another model."""
+    if not isinstance(params, dict) or name not in params:
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(
+            f"{kind}.apply: params has no entry {name!r} (got {got}); pass the params "
+            "returned by this model's init."
+        )
+    return params[name]
+
+
 def serial(*layers: AnyLayer) -> AnyLayer:
     """Compose layers in sequence; the model is itself a layer.
 
@@ -75,14 +86,20 @@ def serial(*layers: AnyLayer) -> AnyLayer:
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params, State]:
         params, state = {}, {}
         shape = input_shape
-        for name, layer, k in zip(names, children, split_key(key, len(children)), strict=True):
+        for name, layer, k in zip(
+            names, children, split_key(key, len(children), "serial.init"), strict=True
+        ):
             shape, params[name], state[name] = layer.init(k, shape)
         return shape, params, state
 
     def apply(params: Params, state: State, x: Any, *, key=None, train=False):
         new_state = {}
-        for name, layer, k in zip(names, children, split_key(key, len(children)), strict=True):
-            x, new_state[name] = layer.apply(params[name], state[name], x, key=k, train=train)
+        for name, layer, k in zip(
+            names, children, split_key(key, len(children), "serial.apply"), strict=True
+        ):
+            x, new_state[name] = layer.apply(
+                _child("serial", params, name), state[name], x, key=k, train=train
+            )
         return x, new_state
 
     return _finish("serial", init, apply, layers)
@@ -107,7 +124,7 @@ def parallel(*layers: AnyLayer) -> AnyLayer:
         shapes = _tuple_of(len(children), input_shape, "parallel.init: input_shape")
         params, state, out = {}, {}, []
         for name, layer, k, s in zip(
-            names, children, split_key(key, len(children)), shapes, strict=True
+            names, children, split_key(key, len(children), "parallel.init"), shapes, strict=True
         ):
             shape, params[name], state[name] = layer.init(k, s)
             out.append(shape)
@@ -117,9 +134,11 @@ def parallel(*layers: AnyLayer) -> AnyLayer:
         xs = _tuple_of(len(children), xs, "parallel.apply: input")
         ys, new_state = [], {}
         for name, layer, k, x in zip(
-            names, children, split_key(key, len(children)), xs, strict=True
+            names, children, split_key(key, len(children), "parallel.apply"), xs, strict=True
         ):
-            y, new_state[name] = layer.apply(params[name], state[name], x, key=k, train=train)
+            y, new_state[name] = layer.apply(
+                _child("parallel", params, name), state[name], x, key=k, train=train
+            )
             ys.append(y)
         return tuple(ys), new_state
 

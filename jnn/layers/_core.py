@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.nn import initializers
 
+from jnn._data import check_key
 from jnn._typing import ActivationLike, Array, Params, PRNGKey, Shape
 from jnn.layers._activations import get_activation
 from jnn.layers._base import Layer, check_inexact, feature_dim, normalize_shape
@@ -63,7 +64,7 @@ def Dense(
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
         in_dim = feature_dim(name, input_shape)
-        k_key, b_key = jax.random.split(key)
+        k_key, b_key = jax.random.split(check_key(f"{name}.init", key))
         params = {"w": kernel_init(k_key, (in_dim, features), dtype)}
         if use_bias:
             params["b"] = bias_init(b_key, (features,), dtype)
@@ -173,6 +174,7 @@ def Dropout(rate: float) -> Layer:
                 "apply(params, x, key=jax.random.key(seed), train=True), or train=False "
                 "for inference. jnn.fit and jnn.make_train_step pass one for you."
             )
+        key = check_key(f"Dropout(rate={rate})", key)
         keep = jax.random.bernoulli(key, 1.0 - rate, jnp.shape(x))
         return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 

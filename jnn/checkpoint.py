@@ -1,0 +1,396 @@
+"""Checkpoints: save and restore the full training state, atomically, without pickle.
+
+A checkpoint file holds one pytree (usually a :class:`jnn.TrainState`: params,
+optimizer state, model state, step and PRNG key) plus the epoch number and the
+training history. The format is a fixed header followed by a
+``flax.serialization`` msgpack payload, which holds only numbers, strings,
+lists and dicts: loading a checkpoint never executes code.
+
+Header: the magic bytes ``b"JNNCKPT\\n"``, the format version (uint32), the
+payload length (uint64) and the payload's SHA-256. A truncated or corrupted
+file is refused with :class:`CheckpointError`, never turned into garbage params.
+
+Writes are atomic: the bytes go to a temporary file in the same directory,
+are flushed and fsynced, then renamed over the final name (and the directory
+fsynced), so a crash mid-write leaves the previous checkpoints intact.
+
+Restoring takes a *template* (e.g. a fresh ``TrainState``): a structure, shape
+or dtype mismatch raises an error naming the tree path, e.g.
+``params['dense_1']['w']: expected (10, 10) float32, got (10, 5) float32``.
+Typed PRNG keys are stored as their raw data (``jax.random.key_data``) and
+rebuilt with ``jax.random.wrap_key_data``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import struct
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "all_checkpoints",
+    "latest",
+    "restore",
+    "restore_latest",
+    "save",
+]
+
+FORMAT_VERSION = 1
+_MAGIC = b"JNNCKPT\n"
+_HEADER = struct.Struct("<8sIQ32s")  # magic, version, payload length, sha256
+_NAME = re.compile(r"^epoch_(\d{6,})\.ckpt$")
+_TMP_PREFIX = ".tmp-epoch_"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: truncated, corrupted, foreign or mismatched."""
+
+
+class Checkpoint(NamedTuple):
+    """A restored checkpoint.
+
+    Attributes:
+      state: the restored pytree (same structure as the template).
+      epoch: number of completed epochs when it was saved.
+      history: metric name -> list of floats, as :func:`jnn.fit` records it.
+      path: the file it came from.
+    """
+
+    state: Any
+    epoch: int
+    history: dict[str, list[float]]
+    path: Path
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _path_str(parts: tuple[str, ...]) -> str:
+    if not parts:
+        return "<root>"
+    return parts[0] + "".join(f"[{p!r}]" for p in parts[1:])
+
+
+def _is_typed_key(leaf: Any) -> bool:
+    return isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _unwrap_keys(tree: Any) -> Any:
+    return jax.tree.map(lambda a: jax.random.key_data(a) if _is_typed_key(a) else a, tree)
+
+
+def _typed_key_impls(tree: Any) -> dict[str, str]:
+    found = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if _is_typed_key(leaf):
+            found[jax.tree_util.keystr(path)] = str(jax.random.key_impl(leaf))
+    return found
+
+
+# --------------------------------------------------------------------------- save
+
+
+def _encode(state: Any, epoch: int, history: dict[str, list[float]]) -> bytes:
+    state_dict = serialization.to_state_dict(_unwrap_keys(state))
+    state_dict = jax.tree.map(np.asarray, state_dict)  # device -> host, one copy
+    payload = serialization.msgpack_serialize(
+        {
+            "format": "jnn.checkpoint",
+            "epoch": int(epoch),
+            "history": {str(k): [float(v) for v in vs] for k, vs in history.items()},
+            "typed_keys": _typed_key_impls(state),
+            "state": state_dict,
+        }
+    )
+    digest = hashlib.sha256(payload).digest()
+    return _HEADER.pack(_MAGIC, FORMAT_VERSION, len(payload), digest) + payload
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # platforms without directory fds
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save(
+    directory: str | os.PathLike,
+    state: Any,
+    *,
+    epoch: int,
+    history: dict[str, list[float]] | None = None,
+    keep: int | None = 3,
+) -> Path:
+    """Write ``state`` atomically to ``directory/epoch_<epoch>.ckpt``.
+
+    Args:
+      directory: created if missing.
+      state: a pytree of arrays, usually a :class:`jnn.TrainState`. Typed PRNG
+        keys are allowed.
+      epoch: number of completed epochs (names the file; the newest is the largest).
+      history: metric name -> list of floats, saved alongside.
+      keep: keep only the newest ``keep`` checkpoints (None keeps all). Leftover
+        temporary files of interrupted writes are removed too.
+
+    Returns:
+      The path written.
+
+    Raises:
+      ValueError: for a negative epoch or a ``keep`` below 1.
+      TypeError: for leaves that are not numbers or arrays.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, tempfile, jnn
+      >>> d = tempfile.mkdtemp()
+      >>> tree = {"w": jnp.ones((2, 3)), "key": jax.random.key(0)}
+      >>> jnn.checkpoint.save(d, tree, epoch=1).name
+      'epoch_000001.ckpt'
+      >>> ckpt = jnn.checkpoint.restore(jnn.checkpoint.latest(d), tree)
+      >>> ckpt.epoch, ckpt.state["w"].shape
+      (1, (2, 3))
+    """
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        raise ValueError(f"checkpoint.save: epoch must be an int >= 0, got {epoch!r}.")
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise ValueError(f"checkpoint.save: keep must be None or an int >= 1, got {keep!r}.")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, bool)):
+            raise TypeError(
+                f"checkpoint.save: {jax.tree_util.keystr(path) or '<root>'} is a "
+                f"{type(leaf).__name__}; a checkpoint holds only arrays and numbers."
+            )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"epoch_{int(epoch):06d}.ckpt"
+    _atomic_write(path, _encode(state, int(epoch), history or {}))
+    for stale in directory.glob(_TMP_PREFIX + "*"):
+        stale.unlink(missing_ok=True)
+    if keep is not None:
+        for old in all_checkpoints(directory)[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def all_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """The checkpoint files in ``directory``, oldest first (empty if none or no directory).
+
+    Example:
+      >>> import tempfile, jnn
+      >>> jnn.checkpoint.all_checkpoints(tempfile.mkdtemp())
+      []
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest(directory: str | os.PathLike) -> Path | None:
+    """The newest checkpoint file in ``directory``, or None (unchecked: see :func:`restore_latest`).
+
+    Example:
+      >>> import tempfile, jnn
+      >>> jnn.checkpoint.latest(tempfile.mkdtemp()) is None
+      True
+    """
+    files = all_checkpoints(directory)
+    return files[-1] if files else None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path} is a directory; pass a checkpoint file, or use restore_latest(directory, "
+            "template)."
+        )
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint.restore: no such file: {path}") from None
+    if len(data) < _HEADER.size or data[: len(_MAGIC)] != _MAGIC:
+        raise CheckpointError(
+            f"{path}: not a jnn checkpoint (bad header; "
+            f"{'too short' if len(data) < _HEADER.size else 'wrong magic bytes'})."
+        )
+    _, version, length, digest = _HEADER.unpack_from(data)
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version}; this jnn reads version {FORMAT_VERSION}."
+        )
+    payload = data[_HEADER.size :]
+    if len(payload) != length:
+        raise CheckpointError(
+            f"{path}: truncated or padded: the header announces {length} payload bytes, "
+            f"the file holds {len(payload)}."
+        )
+    if hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(f"{path}: checksum mismatch: the file is corrupted.")
+    try:
+        content = serialization.msgpack_restore(payload)
+    except Exception as err:  # checksum passed, so this is a writer bug or a forged file
+        raise CheckpointError(f"{path}: unreadable payload: {err}") from None
+    if not isinstance(content, dict) or content.get("format") != "jnn.checkpoint":
+        raise CheckpointError(f"{path}: not a jnn checkpoint payload.")
+    shape_ok = (
+        isinstance(content.get("state"), dict)
+        and isinstance(content.get("epoch"), int)
+        and isinstance(content.get("history"), dict)
+        and isinstance(content.get("typed_keys"), dict)
+    )
+    bad = _foreign_leaf(content)
+    if not shape_ok or bad is not None:
+        raise CheckpointError(
+            f"{path}: malformed checkpoint payload"
+            + (f" (holds a {type(bad).__name__})." if bad is not None else ".")
+        )
+    return content
+
+
+def _foreign_leaf(tree: Any) -> Any:
+    """The first value that is not plain data (dict, list, str, number, numpy array), or None."""
+    if isinstance(tree, dict):
+        tree = [*tree.keys(), *tree.values()]
+    if isinstance(tree, list):
+        for item in tree:
+            if (bad := _foreign_leaf(item)) is not None:
+                return bad
+        return None
+    if isinstance(tree, (str, int, float, np.ndarray, np.generic)):
+        return None
+    return tree
+
+
+def _compare(template: Any, loaded: Any, parts: tuple[str, ...], errors: list[str]) -> None:
+    where = _path_str(parts)
+    if isinstance(template, dict):
+        if not isinstance(loaded, dict):
+            errors.append(f"{where}: expected a dict, got {type(loaded).__name__}")
+            return
+        missing = sorted(set(template) - set(loaded), key=str)
+        extra = sorted(set(loaded) - set(template), key=str)
+        if missing or extra:
+            errors.append(
+                f"{where}: structure differs: missing {[str(k) for k in missing]}, "
+                f"unexpected {[str(k) for k in extra]}"
+            )
+        for k in template:
+            if k in loaded:
+                _compare(template[k], loaded[k], (*parts, str(k)), errors)
+        return
+    if isinstance(loaded, dict):
+        errors.append(f"{where}: expected an array, got a subtree")
+        return
+    want, got = np.asarray(template), np.asarray(loaded)
+    if want.shape != got.shape or want.dtype != got.dtype:
+        errors.append(f"{where}: expected {want.shape} {want.dtype}, got {got.shape} {got.dtype}")
+
+
+def restore(path: str | os.PathLike, template: Any) -> Checkpoint:
+    """Read the checkpoint at ``path`` into the structure of ``template``.
+
+    Args:
+      path: a checkpoint file.
+      template: a pytree with the structure, shapes and dtypes expected, e.g.
+        the ``TrainState`` a fresh run would start from. Its values are unused.
+
+    Returns:
+      A :class:`Checkpoint` ``(state, epoch, history, path)``; ``state``'s
+      leaves are ``jax.Array`` (typed keys where the template has typed keys).
+
+    Raises:
+      FileNotFoundError: if ``path`` does not exist.
+      CheckpointError: (a ``ValueError``) for a foreign, truncated, corrupted
+        or newer-format file, or one whose tree does not match ``template``
+        (every mismatching path is named).
+
+    Example:
+      >>> import jax.numpy as jnp, tempfile, jnn
+      >>> d = tempfile.mkdtemp()
+      >>> p = jnn.checkpoint.save(d, {"w": jnp.ones((10, 5))}, epoch=0)
+      >>> jnn.checkpoint.restore(p, {"w": jnp.ones((10, 10))})
+      Traceback (most recent call last):
+      ...
+      jnn.checkpoint.CheckpointError: ...: w: expected (10, 10) float32, got (10, 5) float32
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"checkpoint.restore: path must be a path, got {type(path).__name__}.")
+    path = Path(path)
+    content = _read(path)
+    raw = _unwrap_keys(template)
+    wanted = serialization.to_state_dict(raw)  # field order kept: params come first
+    errors: list[str] = []
+    _compare(wanted, content["state"], (), errors)
+    want_keys, got_keys = _typed_key_impls(template), content.get("typed_keys", {})
+    for k, impl in want_keys.items():
+        if got_keys.get(k, impl) != impl:
+            errors.append(f"{k}: expected a {impl} PRNG key, got a {got_keys[k]} key")
+    if errors:
+        more = f"; ... ({len(errors) - 5} more)" if len(errors) > 5 else ""
+        shown = "; ".join(errors[:5]) + more
+        raise CheckpointError(f"{path}: does not match the template: {shown}")
+    state = serialization.from_state_dict(raw, content["state"])
+    state = jax.tree.map(
+        lambda t, v: (
+            jax.random.wrap_key_data(jnp.asarray(v), impl=jax.random.key_impl(t))
+            if _is_typed_key(t)
+            else jnp.asarray(v)
+        ),
+        template,
+        state,
+    )
+    history = {k: list(v) for k, v in content.get("history", {}).items()}
+    return Checkpoint(state, int(content["epoch"]), history, path)
+
+
+def restore_latest(directory: str | os.PathLike, template: Any) -> Checkpoint | None:
+    """Restore the newest *good* checkpoint in ``directory``, or None if there is none.
+
+    A newest file that is truncated or corrupted (e.g. by a crash while the
+    disk was failing) is skipped with a warning and the next older one is
+    tried. A template mismatch is not skipped: it raises, since every file
+    in the directory would mismatch the same way.
+
+    Example:
+      >>> import tempfile, jnn
+      >>> jnn.checkpoint.restore_latest(tempfile.mkdtemp(), {}) is None
+      True
+    """
+    for path in reversed(all_checkpoints(directory)):
+        try:
+            return restore(path, template)
+        except CheckpointError as err:
+            if "does not match the template" in str(err):
+                raise
+            warnings.warn(f"skipping unusable checkpoint: {err}", stacklevel=2)
+    return None

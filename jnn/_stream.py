@@ -49,8 +49,10 @@ def is_stream(data: Any) -> bool:
     """True for a batch stream, False for ``(x, y)`` arrays (today's input)."""
     if isinstance(data, (tuple, list)):
         return len(data) > 0 and _looks_like_batch(data[0]) and _looks_like_batch(data[-1])
-    return not isinstance(data, (str, bytes, dict)) and not hasattr(data, "__array__") and (
-        callable(data) or hasattr(data, "__iter__")
+    return (
+        not isinstance(data, (str, bytes, dict))
+        and not hasattr(data, "__array__")
+        and (callable(data) or hasattr(data, "__iter__"))
     )
 
 
@@ -157,7 +159,7 @@ def groups(where: str, items: Iterator[Any], spec: Spec, k: int, arity: int) -> 
     """Stack ``k`` batches at a time, padded to ``spec.batch_size`` rows.
 
     For training (``arity == 2``) each group is ``(xs, ys, ws, valid)``; for
-    prediction (``arity == 1``) it is ``(xs, rows)``. A short batch is padded
+    prediction (``arity == 1``) it is ``(xs,)``. A short batch is padded
     with copies of its first row at weight 0; a short group with skipped
     steps (``valid == False``). A batch with more rows than the first, or with
     other per-example shapes or dtype kinds, is an error naming its index.
@@ -193,8 +195,7 @@ def groups(where: str, items: Iterator[Any], spec: Spec, k: int, arity: int) -> 
                 )
         valid = np.arange(k) < len(chunk)
         if arity == 1:
-            rows = ws.sum(1).astype(np.int64)
-            yield Group((bufs[0], rows), len(chunk), examples)
+            yield Group((bufs[0],), len(chunk), examples)
         else:
             yield Group((*bufs, ws, valid), len(chunk), examples)
 
@@ -510,7 +511,7 @@ def predict_stream(where, source: Source, *, forward, params, model_state, put) 
     outputs = []
     pending = None
     for group in Prefetch(groups(where, source.epoch(), source.spec, 1, 1), put):
-        xs, rows = group.arrays
+        (xs,) = group.arrays
         out = (forward(params, model_state, xs[0]), group.examples)
         if pending is not None:  # fetch the previous batch after dispatching this one
             outputs.append(jax.tree.map(lambda o, n=pending[1]: np.asarray(o)[:n], pending[0]))

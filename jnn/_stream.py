@@ -426,24 +426,24 @@ class StreamEpoch:
         self.full = compiled_steps(model, loss_fn, tx, metric_fns, False)
         self.masked = compiled_steps(model, loss_fn, tx, metric_fns, True)
         self.pure = _pure_step(model, loss_fn, tx, metric_fns)
-        self.note = ""
+        self.note, self.zeros = "", None
 
     def __call__(self, state: TrainState, *_ignored) -> tuple[TrainState, dict[str, Any]]:
         epoch = self.source.epochs_started
         key, _ = jax.random.split(state.key)  # as the array epoch does (its shuffle key)
         state = state._replace(key=key)
-        spec = self.source.spec
-        x0, y0 = (
-            jax.ShapeDtypeStruct((spec.batch_size, *s), d)
-            for s, d in zip(spec.shapes, spec.dtypes, strict=True)
-        )
-        w0 = jax.ShapeDtypeStruct((spec.batch_size,), np.float32)
-        logs_shape = jax.eval_shape(self.pure, state, x0, y0, w0)[1]
-        sums = _zeros_like_shapes(logs_shape)
-        count = jnp.zeros(())
+        if self.zeros is None:  # the metrics' shapes, once
+            spec = self.source.spec
+            x0, y0 = (
+                jax.ShapeDtypeStruct((spec.batch_size, *s), d)
+                for s, d in zip(spec.shapes, spec.dtypes, strict=True)
+            )
+            w0 = jax.ShapeDtypeStruct((spec.batch_size,), np.float32)
+            self.zeros = jax.eval_shape(self.pure, state, x0, y0, w0)[1]
+        sums, count = _zeros_like_shapes(self.zeros), jnp.zeros(())
         meter = _Meter(self.where, self.source.length, self.verbose, f"Epoch {epoch + 1}")
         items = self.source.epoch()
-        for group in Prefetch(groups(self.where, items, spec, self.k, 2), self.put):
+        for group in Prefetch(groups(self.where, items, self.source.spec, self.k, 2), self.put):
             fn = self.full if group.batches == self.k else self.masked
             state, sums, count = fn(state, sums, count, *group.arrays)
             meter.tick(group)

@@ -303,20 +303,25 @@ class Prefetch:
 def sharded_put(batch_sharding: Any) -> Callable:
     """A ``put`` for :class:`Prefetch` placing stacked groups with a per-batch sharding.
 
-    ``batch_sharding`` is a ``NamedSharding`` for one batch ``(B, ...)``; the
-    stacked ``(k, B, ...)`` arrays get the same spec with the group axis
-    unsplit.
+    ``batch_sharding`` is a ``NamedSharding`` for one batch ``(B, ...)``, e.g.
+    rows split along a mesh's data axis; the stacked ``(k, B, ...)`` arrays get
+    the same spec with the group axis unsplit. In a multi-process run each
+    process streams its own rows, assembled with
+    ``jax.make_array_from_process_local_data``.
     """
     from jax.sharding import NamedSharding, PartitionSpec
 
-    spec = PartitionSpec(None, *batch_sharding.spec)
+    spec = (None, *batch_sharding.spec)
 
     def put(arrays):
-        shardings = []
+        out = []
         for a in arrays:
-            usable = spec[: a.ndim]
-            shardings.append(NamedSharding(batch_sharding.mesh, PartitionSpec(*usable)))
-        return tuple(jax.device_put(a, s) for a, s in zip(arrays, shardings, strict=True))
+            sharding = NamedSharding(batch_sharding.mesh, PartitionSpec(*spec[: a.ndim]))
+            if jax.process_count() == 1:
+                out.append(jax.device_put(a, sharding))
+            else:
+                out.append(jax.make_array_from_process_local_data(sharding, a))
+        return tuple(out)
 
     return put
 

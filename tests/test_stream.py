@@ -256,7 +256,11 @@ def test_torch_dataloader(array_result):
 
 MEMORY_SCRIPT = textwrap.dedent(
     """
-    import resource, jax, numpy as np, jnn
+    import jax, numpy as np, jnn
+
+    def peak_mib():  # VmHWM: this process's peak RSS (ru_maxrss would include the forking parent)
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) // 1024
     ROWS, FEATURES, BATCHES = 1024, 256, {batches}  # 1 MiB of x per batch
 
     def stream(n):
@@ -270,11 +274,10 @@ MEMORY_SCRIPT = textwrap.dedent(
     kw = dict(loss="mse", optimizer="sgd", learning_rate=1e-6, key=jax.random.key(1), verbose=0,
               steps_per_call=8)
     jnn.fit(model, params, stream(16), epochs=1, **kw)  # compile both variants
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak_mib()
     res = jnn.fit(model, params, stream(BATCHES), epochs=1, **kw)
     assert int(res.state.step) == BATCHES
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(base // 1024, peak // 1024)
+    print(base, peak_mib())
     """
 )
 
@@ -289,4 +292,4 @@ def test_memory_stays_bounded_while_streaming_2gb():
     assert out.returncode == 0, out.stderr[-2000:]
     base_mib, peak_mib = map(int, out.stdout.split()[-2:])
     assert peak_mib < 1024, (base_mib, peak_mib)  # far below the 2048 MiB streamed
-    assert peak_mib - base_mib < 256, (base_mib, peak_mib)
+    assert peak_mib - base_mib < 512, (base_mib, peak_mib)  # bounded: ~100-200 MiB seen here

@@ -398,7 +398,7 @@ def _zeros_like_shapes(tree) -> Any:
 class _Meter:
     """Examples/s and, when the epoch's length is known, an ETA; in-place on a TTY."""
 
-    def __init__(self, where: str, total: int | None, verbose: int, label: str):
+    def __init__(self, total: int | None, verbose: int, label: str):
         self.total, self.label = total, label
         self.show = verbose == 1 and sys.stdout.isatty()
         self.start = self.last = time.perf_counter()
@@ -446,7 +446,7 @@ class StreamEpoch:
             w0 = jax.ShapeDtypeStruct((spec.batch_size,), np.float32)
             self.zeros = jax.eval_shape(self.pure, state, x0, y0, w0)[1]
         sums, count = _zeros_like_shapes(self.zeros), jnp.zeros(())
-        meter = _Meter(self.where, self.source.length, self.verbose, f"Epoch {epoch + 1}")
+        meter = _Meter(self.source.length, self.verbose, f"Epoch {epoch + 1}")
         items = self.source.epoch()
         for group in Prefetch(groups(self.where, items, self.source.spec, self.k, 2), self.put):
             fn = self.full if group.batches == self.k else self.masked
@@ -502,7 +502,7 @@ def evaluate_stream(
 
     sums = _zeros_like_shapes(jax.eval_shape(first_logs, params, model_state, xb, yb, wb))
     count = jnp.zeros(())
-    meter = _Meter(where, source.length, verbose, "Evaluate")
+    meter = _Meter(source.length, verbose, "Evaluate")
     for group in Prefetch(groups(where, source.epoch(), spec, k, 2), put):
         sums, count = run(params, model_state, sums, count, *group.arrays)
         meter.tick(group)

@@ -169,7 +169,7 @@ def test_progress_shows_examples_per_second(capsys):
     jnn.fit(_model(), _params(), list(_batches(x, y)()), epochs=1, **{**FIT, "verbose": 2})
     line = capsys.readouterr().out
     assert "21/21 batches" in line and "examples/s" in line
-    meter = _stream._Meter("fit", 10, 0, "Epoch 1")
+    meter = _stream._Meter(10, 0, "Epoch 1")
     meter.tick(_stream.Group((), 4, 400))
     assert "4/10 batches" in meter.note() and "ETA" in meter.note()
 

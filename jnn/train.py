@@ -540,6 +540,11 @@ def fit(
       ...               key=jax.random.key(1), metrics=["accuracy"], verbose=0)
       >>> sorted(res.history), len(res.history["loss"])
       (['accuracy', 'loss'], 3)
+      >>> batches = lambda: ((x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16))
+      >>> res = jnn.fit(model, params, batches, loss="bce", epochs=2, key=jax.random.key(1),
+      ...               steps_per_call=4, verbose=0)  # a stream: 4 batches per compiled call
+      >>> int(res.state.step)
+      8
     """
     where = "fit"
     _check_layer(model, f"{where}: model: ")

@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import jax
@@ -468,9 +468,10 @@ def _compiled_epoch(
     batch_size: int,
     shuffle: bool,
     validate: bool,
+    on_nan: str | None = None,
 ) -> Callable:
     """One jitted call per epoch: :func:`_epoch_fn`, compiled, state donated."""
-    epoch = _epoch_fn(model, loss_fn, tx, metric_fns, batch_size, shuffle, validate)
+    epoch = _epoch_fn(model, loss_fn, tx, metric_fns, batch_size, shuffle, validate, on_nan)
     return jax.jit(epoch, donate_argnums=(0,))
 
 
@@ -536,7 +537,7 @@ class FitResult(NamedTuple):
 def fit(
     model: AnyLayer,
     params: Params,
-    data: tuple[ArrayLike, ArrayLike],
+    data: tuple[ArrayLike, ArrayLike] | Iterable | Callable[[], Iterable],
     *,
     loss: str | Callable,
     optimizer: optax.GradientTransformation | str = "adam",
@@ -558,13 +559,26 @@ def fit(
     checkpoint_keep: int | None = 3,
     resume: bool = False,
     on_nan: str | None = "raise",
+    steps_per_call: int = 1,
+    steps_per_epoch: int | None = None,
+    validation_steps: int | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data = (x, y)``; each epoch is one compiled call.
 
     Args:
       model: a :class:`jnn.Layer` or :class:`jnn.StatefulLayer`.
       params: the model's params (from ``model.init``); not modified.
-      data: ``(x, y)`` arrays with the same number of examples.
+      data: ``(x, y)`` arrays with the same number of examples; or a stream of
+        batches that need not fit on the device: an iterable or iterator of
+        ``(x, y)`` / ``(x, y, weights)`` batches (numpy arrays, or anything
+        ``np.asarray`` takes, e.g. CPU torch tensors), or a callable returning a
+        fresh iterator per epoch. A re-iterable (a list, a ``grain`` loader or
+        dataset, a torch ``DataLoader``) is iterated afresh each epoch; an
+        iterator is consumed across epochs. Stream batches are used in the
+        order given (``shuffle`` is the loader's business), padded to the first
+        batch's size (which replaces ``batch_size``; a later, smaller batch is
+        masked, never dropped) and fed ``steps_per_call`` at a time while the
+        next group is put on the device. See the README's "Streaming data".
       loss: a loss function ``loss(pred, y, *, weights)`` or its name
         (``"mse"``, ``"bce"``, ``"bce_with_logits"``, ``"cross_entropy"``, ...).
       optimizer: an ``optax.GradientTransformation`` or a name (``"sgd"``,
@@ -607,6 +621,12 @@ def fit(
     Ctrl-C (SIGINT, in the main thread) stops ``fit`` after the epoch running
     (a second Ctrl-C aborts at once): it returns, and saves, the state of the
     last completed epoch, with a warning.
+      steps_per_call: for a stream, batches stacked and run as one compiled
+        ``lax.scan`` call (e.g. 64); a short last group runs its real steps
+        only (one more compilation). Ignored for arrays (one call per epoch).
+      steps_per_epoch: for a stream, batches per epoch (needed for an
+        infinite one; an iterator then continues where the last epoch ended).
+      validation_steps: batches of a ``validation_data`` stream per epoch.
 
     Returns:
       A :class:`FitResult` with ``.params``, ``.opt_state``, ``.model_state``,
@@ -631,14 +651,22 @@ def fit(
       ...               key=jax.random.key(1), metrics=["accuracy"], verbose=0)
       >>> sorted(res.history), len(res.history["loss"])
       (['accuracy', 'loss'], 3)
+      >>> batches = lambda: ((x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16))
+      >>> res = jnn.fit(model, params, batches, loss="bce", epochs=2, key=jax.random.key(1),
+      ...               steps_per_call=4, verbose=0)  # a stream: 4 batches per compiled call
+      >>> int(res.state.step)
+      8
     """
     where = "fit"
     _check_layer(model, f"{where}: model: ")
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
-    x, y, w = check_xy(where, data, weights=sample_weight)
+    source = _stream_source(where, data, steps_per_epoch, sample_weight=sample_weight)
+    x, y, w = check_xy(where, data, weights=sample_weight) if source is None else source.first
     epochs = check_positive_int(where, "epochs", epochs)
     batch_size = min(check_positive_int(where, "batch_size", batch_size), x.shape[0])
+    if source is not None:  # a stream's batches set the compiled batch size
+        batch_size = source.spec.batch_size
     key = check_key(where, key)
     loss_fn = _losses.get(loss)
     tx = get_optimizer(optimizer, learning_rate)
@@ -652,7 +680,8 @@ def fit(
     if resume and checkpoint_dir is None:
         raise ValueError(f"{where}: resume=True needs checkpoint_dir= to resume from.")
     val = None
-    if validation_data is not None:
+    val_source = _stream_source(f"{where}: validation_data", validation_data, validation_steps)
+    if validation_data is not None and val_source is None:
         val = check_xy(f"{where}: validation_data", validation_data)
 
     out_shape = _check_trace(where, smodel, params, model_state, loss_fn, metric_fns, x, y, w)
@@ -664,7 +693,7 @@ def fit(
         check_labels(f"{where}: validation_data", loss_name, val[1], out_shape)
         val = tuple(jnp.asarray(a) for a in val)
     history_keys = ["loss", *(n for n, _ in metric_fns)]
-    if val is not None:
+    if validation_data is not None:
         history_keys += [f"val_{k}" for k in history_keys]
     if early_stopping is not None and early_stopping.monitor not in history_keys:
         raise ValueError(
@@ -685,9 +714,15 @@ def fit(
         model_state=_copy_tree(model_state),
     )
     epoch_fn = _compiled_epoch(
-        smodel, loss_fn, tx, metric_fns, batch_size, shuffle, val is not None, on_nan
+        smodel, loss_fn, tx, metric_fns, batch_size, shuffle, val is not None and source is None,
+        on_nan,
     )
-    xd, yd, wd = (jnp.asarray(a) for a in (x, y, w))
+    xd, yd, wd = (jnp.asarray(a) for a in (x, y, w))  # (a stream's first batch: unused)
+    if source is not None or val_source is not None:
+        epoch_fn = _stream_epoch_fn(
+            where, epoch_fn, source, val_source, val, smodel, loss_fn, tx, metric_fns,
+            batch_size, steps_per_call, verbose, on_nan,
+        )  # fmt: skip
     history: dict[str, list[float]] = {k: [] for k in history_keys}
     done = 0  # completed epochs
     if resume:
@@ -717,7 +752,9 @@ def fit(
                 for k, v in logs.items():
                     history[k].append(v)
                 done = epoch + 1
-                progress.update(epoch, logs, time.perf_counter() - start)
+                progress.update(
+                    epoch, logs, time.perf_counter() - start, getattr(epoch_fn, "note", "")
+                )
                 stop = stopper is not None and stopper.update(
                     epoch, logs[stopper.config.monitor], state
                 )
@@ -846,6 +883,55 @@ class _SigintFlag:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
         return False
+
+
+def _stream_source(where, data, steps, *, sample_weight=None, arity=2):
+    """A :class:`jnn._stream.Source` when ``data`` is a batch stream, else None."""
+    from jnn import _stream
+
+    if data is None or not (_stream.is_stream(data) if arity == 2 else _stream.is_x_stream(data)):
+        if steps is not None:
+            raise ValueError(f"{where}: steps per epoch are only for a stream of batches.")
+        return None
+    if sample_weight is not None:
+        raise ValueError(
+            f"{where}: sample_weight is for array data; a stream carries per-example weights "
+            "in its batches, as (x, y, weights)."
+        )
+    if steps is not None:
+        steps = check_positive_int(where, "steps", steps)
+    return _stream.Source(where, data, steps=steps, arity=arity)
+
+
+def _stream_epoch_fn(
+    where, epoch_fn, source, val_source, val, model, loss_fn, tx, metric_fns, batch_size, k,
+    verbose, on_nan,
+):  # fmt: skip
+    """``fit``'s epoch function when the training and/or validation data is a stream."""
+    from jnn import _stream
+
+    k = check_positive_int(where, "steps_per_call", k)
+    put = jax.device_put
+    if val_source is not None:
+
+        def validate(params, model_state):
+            return _stream.evaluate_stream(
+                where, val_source, model=model, loss_fn=loss_fn, metric_fns=metric_fns,
+                params=params, model_state=model_state, k=k, put=put,
+            )  # fmt: skip
+    elif val is not None:
+        run = _compiled_eval(model, loss_fn, metric_fns, batch_size)
+
+        def validate(params, model_state):
+            return run(params, model_state, *val)
+    else:
+        validate = None
+    if source is not None:
+        epoch_fn = _stream.StreamEpoch(
+            where=where, source=source, model=model, loss_fn=loss_fn, tx=tx,
+            metric_fns=metric_fns, k=k, put=put, verbose=verbose, on_nan=on_nan,
+        )  # fmt: skip
+    return _stream.Validated(epoch_fn, validate)
 
 
 def _copy_tree(tree: Any) -> Any:
@@ -1002,7 +1088,7 @@ class _Progress:
         self.epochs, self.verbose = epochs, verbose
         self.tty = verbose == 1 and sys.stdout.isatty()
 
-    def update(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
+    def update(self, epoch: int, logs: dict[str, float], seconds: float, note: str = "") -> None:
         if not self.verbose:
             return
         done = epoch + 1
@@ -1012,7 +1098,7 @@ class _Progress:
         if self.verbose == 1:
             filled = round(20 * done / self.epochs)
             line += f" [{'=' * filled}{'.' * (20 - filled)}]"
-        line += f" {seconds * 1e3:.0f}ms - {text}"
+        line += f" {seconds * 1e3:.0f}ms - {text}" + (f" - {note}" if note else "")
         if self.tty:
             sys.stdout.write("\r\x1b[2K" + line)
         else:
@@ -1036,18 +1122,23 @@ def _compiled_eval(model, loss_fn, metric_fns, batch_size):
 def evaluate(
     model: AnyLayer,
     params: Params,
-    data: tuple[ArrayLike, ArrayLike],
+    data: tuple[ArrayLike, ArrayLike] | Iterable | Callable[[], Iterable],
     *,
     loss: str | Callable | None = None,
     metrics: Sequence[str | Callable] = (),
     batch_size: int = 256,
     sample_weight: ArrayLike | None = None,
     model_state: State | None = None,
+    steps_per_call: int = 1,
+    steps: int | None = None,
 ) -> dict[str, float]:
     """Loss and metrics of ``model`` on ``data = (x, y)``, in evaluation mode.
 
     One compiled ``lax.scan`` over batches; the last partial batch is padded
-    and masked so every example counts exactly once.
+    and masked so every example counts exactly once. ``data`` may also be a
+    stream of ``(x, y)`` / ``(x, y, weights)`` batches as in :func:`fit`, run
+    ``steps_per_call`` batches per compiled call, for at most ``steps``
+    batches (needed for an infinite stream).
 
     Returns:
       A dict such as ``{"loss": 0.31, "accuracy": 0.9}``.
@@ -1066,7 +1157,8 @@ def evaluate(
         raise ValueError(f"{where}: give a loss and/or metrics to compute.")
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
-    x, y, w = check_xy(where, data, weights=sample_weight)
+    source = _stream_source(where, data, steps, sample_weight=sample_weight)
+    x, y, w = check_xy(where, data, weights=sample_weight) if source is None else source.first
     batch_size = min(check_positive_int(where, "batch_size", batch_size), x.shape[0])
     loss_fn = None if loss is None else _losses.get(loss)
     metric_fns = _resolve_metrics(metrics, loss_fn)
@@ -1084,6 +1176,15 @@ def evaluate(
     if loss is not None:
         loss_name = loss if isinstance(loss, str) else getattr(loss_fn, "__name__", None)
         check_labels(where, loss_name, y, out_shape)
+    if source is not None:
+        from jnn._stream import evaluate_stream
+
+        k = check_positive_int(where, "steps_per_call", steps_per_call)
+        logs = evaluate_stream(
+            where, source, model=smodel, loss_fn=loss_fn, metric_fns=metric_fns, params=params,
+            model_state=model_state, k=k, put=jax.device_put,
+        )  # fmt: skip
+        return {k: float(v) for k, v in logs.items()}
     run = _compiled_eval(smodel, loss_fn, metric_fns, batch_size)
     logs = run(params, model_state, jnp.asarray(x), jnp.asarray(y), jnp.asarray(w))
     return {k: float(v) for k, v in logs.items()}
@@ -1097,10 +1198,11 @@ def _compiled_forward(model: StatefulLayer) -> Callable:
 def predict(
     model: AnyLayer,
     params: Params,
-    x: ArrayLike,
+    x: ArrayLike | Iterable | Callable[[], Iterable],
     *,
     batch_size: int = 1024,
     model_state: State | None = None,
+    steps: int | None = None,
 ) -> np.ndarray:
     """Outputs of ``model`` for every row of ``x``, in evaluation mode.
 
@@ -1112,9 +1214,15 @@ def predict(
     Args:
       model: the model.
       params: its params.
-      x: inputs, ``(N, ...)``.
-      batch_size: rows per device call.
+      x: inputs, ``(N, ...)``; or a stream of input batches (an iterator,
+        a non-list iterable such as a ``DataLoader``, or a callable returning
+        one), each an array or a tuple whose first element is the inputs.
+        Batches are padded to the first one's size (one compilation) and put on
+        the device one ahead. A list is taken as array data: wrap a list of
+        batches with ``iter(...)``.
+      batch_size: rows per device call (arrays only).
       model_state: required for stateful models.
+      steps: for a stream, the most batches to take (needed when infinite).
 
     Returns:
       A numpy array with one output row per input row (a pytree of them for
@@ -1133,6 +1241,18 @@ def predict(
     _check_layer(model, f"{where}: model: ")
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
+    source = _stream_source(where, x, steps, arity=1)
+    if source is not None:
+        from jnn._stream import predict_stream
+
+        jax.eval_shape(
+            _compiled_forward(smodel), params, model_state,
+            jax.ShapeDtypeStruct(source.first[0].shape, source.first[0].dtype),
+        )  # fmt: skip
+        return predict_stream(
+            where, source, forward=_compiled_forward(smodel), params=params,
+            model_state=model_state, put=jax.device_put,
+        )  # fmt: skip
     x = as_host_array(where, "x", x)
     n = x.shape[0]
     batch_size = min(check_positive_int(where, "batch_size", batch_size), n)

@@ -1,0 +1,542 @@
+"""Training and evaluating from a stream of batches (private).
+
+``fit`` / ``evaluate`` / ``predict`` hand data that is not a pair of arrays
+here: an iterable or iterator of ``(x, y)`` / ``(x, y, weights)`` batches, or
+a callable returning a fresh iterator per epoch. The machinery:
+
+- :class:`Source` turns that into one iterator of numpy batches per epoch
+  (bounded by ``steps``), peeking the first batch for shape checks;
+- :func:`groups` packs ``k`` batches into stacked ``(k, B, ...)`` host arrays,
+  padding a ragged batch with weight-0 rows and a ragged group with skipped
+  steps, so every example is trained on and one shape is compiled;
+- :class:`Prefetch` builds and ``device_put``\\ s the next groups in a thread
+  while the device runs the current one (double-buffered, bounded memory);
+- :class:`StreamEpoch` runs an epoch as ``ceil(batches / k)`` calls of one
+  compiled ``lax.scan`` over :func:`jnn.train._pure_step`, the array path's
+  step, so the math is the same.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jnn._data import check_xy
+from jnn.train import TrainState, _finish_logs, _guard_step, _pure_step, _weighted_logs
+
+# --------------------------------------------------------------------------- sources
+
+
+def _looks_like_batch(item: Any) -> bool:
+    return (
+        isinstance(item, (tuple, list))
+        and len(item) in (2, 3)
+        and all(hasattr(a, "shape") or hasattr(a, "__array__") for a in item)
+    )
+
+
+def is_stream(data: Any) -> bool:
+    """True for a batch stream, False for ``(x, y)`` arrays (today's input)."""
+    if isinstance(data, (tuple, list)):
+        return len(data) > 0 and _looks_like_batch(data[0]) and _looks_like_batch(data[-1])
+    return (
+        not isinstance(data, (str, bytes, dict))
+        and not hasattr(data, "__array__")
+        and (callable(data) or hasattr(data, "__iter__"))
+    )
+
+
+def is_x_stream(x: Any) -> bool:
+    """For ``predict``: an iterator / iterable / callable of input batches, not an array."""
+    if isinstance(x, (tuple, list, str, bytes, dict)) or hasattr(x, "__array__"):
+        return False
+    return callable(x) or hasattr(x, "__iter__")
+
+
+class Spec(NamedTuple):
+    """Per-example shapes and dtypes of a stream's batches, from its first batch."""
+
+    batch_size: int
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[np.dtype, ...]
+
+
+class Source:
+    """One iterator of checked numpy batches per epoch from what the user gave.
+
+    A callable is called once per epoch; an iterable (a list, a DataLoader, a
+    grain dataset) is iterated afresh each epoch; an iterator is consumed
+    across epochs (so it needs ``steps`` per epoch, or is good for one epoch).
+    """
+
+    def __init__(self, where: str, data: Any, *, steps: int | None, arity: int):
+        self.where, self.data, self.steps, self.arity = where, data, steps, arity
+        if callable(data) and not hasattr(data, "__iter__"):
+            it = iter(data())
+        elif hasattr(data, "__iter__"):
+            it = iter(data)
+        else:
+            raise TypeError(f"{where}: data must be arrays, an iterable of batches or a callable.")
+        self.one_shot = it is data
+        try:
+            first = next(it)
+        except StopIteration:
+            raise ValueError(f"{where}: the data stream produced no batch.") from None
+        self.first = self.check_first(first)
+        self._next_iter: Iterator | None = itertools.chain([first], it)
+        arrays = self.first[:arity]
+        self.spec = Spec(
+            arrays[0].shape[0], tuple(a.shape[1:] for a in arrays), tuple(a.dtype for a in arrays)
+        )
+        self.epochs_started = 0
+
+    def check_first(self, item: Any) -> tuple[np.ndarray, ...]:
+        where = f"{self.where}: batch 0 of the stream"
+        if self.arity == 1:
+            if isinstance(item, (tuple, list)):
+                item = item[0]
+            xs = check_xy(where, (item, np.zeros((np.shape(item)[0],))))
+            return (xs[0],)
+        if not _looks_like_batch(item):
+            raise TypeError(
+                f"{self.where}: each batch of a data stream must be a tuple (x, y) or "
+                f"(x, y, weights) of arrays, got {type(item).__name__}. For loaders that yield "
+                "dicts, map them to tuples (e.g. lambda d: (d['image'], d['label']))."
+            )
+        items = [np.asarray(a) for a in item]
+        return check_xy(where, items[:2], weights=items[2] if len(items) == 3 else None)
+
+    @property
+    def length(self) -> int | None:
+        """Batches per epoch, when known (``steps`` or ``len(data)``)."""
+        if self.steps is not None:
+            return self.steps
+        try:
+            return len(self.data)
+        except TypeError:
+            return None
+
+    def epoch(self) -> Iterator[Any]:
+        """The raw items of the next epoch."""
+        self.epochs_started += 1
+        if self._next_iter is not None:
+            it = self._next_iter
+            if not self.one_shot:
+                self._next_iter = None
+        elif callable(self.data) and not hasattr(self.data, "__iter__"):
+            it = iter(self.data())
+        else:
+            it = iter(self.data)
+        return it if self.steps is None else itertools.islice(it, self.steps)
+
+
+# --------------------------------------------------------------------------- groups
+
+
+class Group(NamedTuple):
+    """``k`` stacked batches: arrays ``(k, B, ...)``, weights ``(k, B)``, ``valid`` ``(k,)``."""
+
+    arrays: tuple[np.ndarray, ...]
+    batches: int  # real (non-skipped) batches in the group
+    examples: int  # real examples in the group
+
+
+def _to_numpy(a: Any) -> np.ndarray:
+    return a if isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def groups(where: str, items: Iterator[Any], spec: Spec, k: int, arity: int) -> Iterator[Group]:
+    """Stack ``k`` batches at a time, padded to ``spec.batch_size`` rows.
+
+    For training (``arity == 2``) each group is ``(xs, ys, ws, valid)``; for
+    prediction (``arity == 1``) it is ``(xs,)``. A short batch is padded
+    with copies of its first row at weight 0; a short group with skipped
+    steps (``valid == False``). A batch with more rows than the first, or with
+    other per-example shapes or dtype kinds, is an error naming its index.
+    """
+    bsz = spec.batch_size
+    index = 0
+    items = iter(items)
+    while True:
+        chunk = list(itertools.islice(items, k))
+        if not chunk:
+            return
+        bufs = [np.empty((k, bsz, *s), d) for s, d in zip(spec.shapes, spec.dtypes, strict=True)]
+        ws = np.zeros((k, bsz), np.float32)
+        examples = 0
+        for j, item in enumerate(chunk):
+            parts = _batch_parts(where, index, item, spec, arity)
+            n = parts[0].shape[0]
+            for buf, part in zip(bufs, parts[: len(bufs)], strict=True):
+                buf[j, :n] = part
+                if n < bsz:
+                    buf[j, n:] = part[:1]
+            ws[j, :n] = parts[2] if len(parts) == 3 else 1.0
+            examples += n
+            index += 1
+        for j in range(len(chunk), k):  # skipped steps: any finite values
+            for buf in bufs:
+                buf[j] = buf[0]
+        for buf, name in zip(bufs, ("x", "y"), strict=False):
+            if buf.dtype.kind == "f" and not np.isfinite(buf).all():
+                raise ValueError(
+                    f"{where}: {name} holds NaN/Inf in the stream's batches {index - len(chunk)}"
+                    f"..{index - 1}. Clean or impute them first."
+                )
+        valid = np.arange(k) < len(chunk)
+        if arity == 1:
+            yield Group((bufs[0],), len(chunk), examples)
+        else:
+            yield Group((*bufs, ws, valid), len(chunk), examples)
+
+
+def _batch_parts(where, index, item, spec: Spec, arity: int) -> list[np.ndarray]:
+    if arity == 1:
+        parts = [_to_numpy(item[0] if isinstance(item, (tuple, list)) else item)]
+    else:
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise TypeError(
+                f"{where}: batch {index} of the stream must be (x, y) or (x, y, weights), got "
+                f"{type(item).__name__}."
+            )
+        parts = [_to_numpy(a) for a in item]
+    n = parts[0].shape[0] if parts[0].ndim else 0
+    if not 0 < n <= spec.batch_size:
+        raise ValueError(
+            f"{where}: batch {index} of the stream has {n} examples; a stream's batches need "
+            f"1 to {spec.batch_size} (the first batch's size, which sets the compiled shape). "
+            "Yield the largest batch first, or make the loader's batches equal."
+        )
+    for i, (part, shape, dtype) in enumerate(zip(parts, spec.shapes, spec.dtypes, strict=False)):
+        if part.shape != (n, *shape) or (part.dtype.kind == "f") != (dtype.kind == "f"):
+            raise ValueError(
+                f"{where}: batch {index} of the stream: {'xyw'[i]} has shape {part.shape} and "
+                f"dtype {part.dtype}, but the first batch's has per-example shape {shape} and "
+                f"dtype {dtype}, with the same row count for x and y."
+            )
+    if len(parts) == 3:
+        w = parts[2]
+        if w.shape != (n,):
+            raise ValueError(
+                f"{where}: batch {index}: weights must have shape ({n},), got {w.shape}."
+            )
+        if (w < 0).any():
+            raise ValueError(f"{where}: batch {index}: weights must be non-negative.")
+    return parts
+
+
+# --------------------------------------------------------------------------- prefetch
+
+
+_DONE = object()
+
+
+class Prefetch:
+    """Iterate ``source`` in a thread, ``put``-ting ``depth`` groups ahead on the device.
+
+    ``put`` is ``jax.device_put`` by default, or one placing the arrays with a
+    sharding (the data-parallel option). Errors in the thread re-raise here.
+    Host memory holds at most ``depth + 1`` groups at once.
+    """
+
+    def __init__(self, source: Iterator[Group], put: Callable, depth: int = 2):
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(source, put), daemon=True)
+        self._thread.start()
+
+    def _run(self, source, put):
+        try:
+            for group in source:
+                item = (group._replace(arrays=put(group.arrays)), None)
+                while not self._offer(item):
+                    if self._stop.is_set():
+                        return
+                if self._stop.is_set():
+                    return
+            self._offer_final((_DONE, None))
+        except BaseException as err:  # re-raised in the consumer
+            self._offer_final((_DONE, err))
+
+    def _offer(self, item) -> bool:
+        try:
+            self._queue.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            return False
+
+    def _offer_final(self, item) -> None:
+        while not self._offer(item) and not self._stop.is_set():
+            pass
+
+    def __iter__(self):
+        try:
+            while True:
+                group, err = self._queue.get()
+                if err is not None:
+                    raise err
+                if group is _DONE:
+                    return
+                yield group
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                self._thread.join(0.05)
+
+
+def sharded_put(batch_sharding: Any) -> Callable:
+    """A ``put`` for :class:`Prefetch` placing stacked groups with a per-batch sharding.
+
+    ``batch_sharding`` is a ``NamedSharding`` for one batch ``(B, ...)``, e.g.
+    rows split along a mesh's data axis; the stacked ``(k, B, ...)`` arrays get
+    the same spec with the group axis unsplit. In a multi-process run each
+    process streams its own rows, assembled with
+    ``jax.make_array_from_process_local_data``.
+    """
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    spec = (None, *batch_sharding.spec)
+
+    def put(arrays):
+        out = []
+        for a in arrays:
+            sharding = NamedSharding(batch_sharding.mesh, PartitionSpec(*spec[: a.ndim]))
+            if jax.process_count() == 1:
+                out.append(jax.device_put(a, sharding))
+            else:
+                out.append(jax.make_array_from_process_local_data(sharding, a))
+        return tuple(out)
+
+    return put
+
+
+# --------------------------------------------------------------------------- compiled calls
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_steps(model, loss_fn, tx, metric_fns, masked: bool, on_nan=None) -> Callable:
+    """``call(state, sums, count, guard, xs, ys, ws, valid) -> (state, sums, count, guard)``.
+
+    A ``lax.scan`` of :func:`jnn.train._pure_step` over the group's k batches,
+    accumulating weighted metrics exactly as the fused array epoch does. The
+    ``masked`` variant (for a short last group) skips steps whose ``valid`` is
+    False with ``lax.cond``: no update, no key split, no step count. ``guard`` is
+    the array epoch's NaN guard carry ``(index, first_bad, skipped)``, threaded
+    through groups; it is only updated when ``on_nan`` is set.
+    """
+    step = _pure_step(model, loss_fn, tx, metric_fns, guard=on_nan is not None)
+
+    def call(state: TrainState, sums, count, guard, xs, ys, ws, valid):
+        def run(state, guard, xb, yb, wb):
+            if on_nan is None:
+                state, logs = step(state, xb, yb, wb)
+            else:
+                new_state, logs, finite = step(state, xb, yb, wb)
+                state, logs, wb, guard = _guard_step(
+                    on_nan, state, new_state, logs, wb, finite, guard
+                )
+            logs, total = _weighted_logs(logs, wb)
+            return state, guard, logs, total
+
+        def skip(state, guard, xb, yb, wb):
+            return state, guard, jax.tree.map(jnp.zeros_like, sums), jnp.zeros_like(count)
+
+        def body(carry, batch):
+            state, sums, count, guard = carry
+            xb, yb, wb, ok = batch
+            if masked:
+                state, guard, logs, total = jax.lax.cond(ok, run, skip, state, guard, xb, yb, wb)
+            else:
+                state, guard, logs, total = run(state, guard, xb, yb, wb)
+            return (state, jax.tree.map(jnp.add, sums, logs), count + total, guard), None
+
+        carry = (state, sums, count, guard)
+        (state, sums, count, guard), _ = jax.lax.scan(body, carry, (xs, ys, ws, valid))
+        return state, sums, count, guard
+
+    return jax.jit(call, donate_argnums=(0, 1, 2))
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_eval_steps(model, loss_fn, metric_fns) -> Callable:
+    """``call(params, model_state, sums, count, xs, ys, ws, valid)``: k evaluation batches."""
+
+    def logs_of(pred, y, w):
+        logs = {} if loss_fn is None else {"loss": loss_fn(pred, y, weights=w)}
+        for name, fn in metric_fns:
+            logs[name] = fn(pred, y, weights=w)
+        return logs
+
+    def call(params, model_state, sums, count, xs, ys, ws, valid):
+        def body(carry, batch):
+            xb, yb, wb, ok = batch
+            pred, _ = model.apply(params, model_state, xb, train=False)
+            logs, total = _weighted_logs(logs_of(pred, yb, wb), wb)
+            logs = jax.tree.map(lambda v: jnp.where(ok, v, jnp.zeros_like(v)), logs)
+            return jax.tree.map(jnp.add, carry, (logs, total)), None
+
+        (sums, count), _ = jax.lax.scan(body, (sums, count), (xs, ys, ws, valid))
+        return sums, count
+
+    return jax.jit(call, donate_argnums=(2, 3))
+
+
+def _zeros_like_shapes(tree) -> Any:
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
+
+
+# --------------------------------------------------------------------------- epochs
+
+
+class _Meter:
+    """Examples/s and, when the epoch's length is known, an ETA; in-place on a TTY."""
+
+    def __init__(self, total: int | None, verbose: int, label: str):
+        self.total, self.label = total, label
+        self.show = verbose == 1 and sys.stdout.isatty()
+        self.start = self.last = time.perf_counter()
+        self.batches = self.examples = 0
+
+    def tick(self, group: Group) -> None:
+        self.batches += group.batches
+        self.examples += group.examples
+        now = time.perf_counter()
+        if self.show and now - self.last > 0.2:
+            self.last = now
+            sys.stdout.write("\r\x1b[2K" + self.label + " " + self.note(now))
+            sys.stdout.flush()
+
+    def note(self, now: float | None = None) -> str:
+        seconds = max((now or time.perf_counter()) - self.start, 1e-9)
+        text = f"{self.batches}" + (f"/{self.total}" if self.total else "") + " batches"
+        text += f" - {self.examples / seconds:,.0f} examples/s"
+        if self.total and self.batches:
+            eta = seconds * (self.total - self.batches) / self.batches
+            text += f" - ETA {eta:.0f}s"
+        return text
+
+
+class StreamEpoch:
+    """``fit``'s epoch for a stream: ``epoch_fn(state, *ignored) -> (state, logs)``."""
+
+    def __init__(
+        self, *, where, source, model, loss_fn, tx, metric_fns, k, put, verbose, on_nan=None
+    ):
+        self.where, self.source, self.k, self.put, self.verbose = where, source, k, put, verbose
+        self.on_nan = on_nan
+        self.full = compiled_steps(model, loss_fn, tx, metric_fns, False, on_nan)
+        self.masked = compiled_steps(model, loss_fn, tx, metric_fns, True, on_nan)
+        self.pure = _pure_step(model, loss_fn, tx, metric_fns)
+        self.note, self.zeros = "", None
+
+    def __call__(self, state: TrainState, *_ignored) -> tuple[TrainState, dict[str, Any]]:
+        epoch = self.source.epochs_started
+        key, _ = jax.random.split(state.key)  # as the array epoch does (its shuffle key)
+        state = state._replace(key=key)
+        if self.zeros is None:  # the metrics' shapes, once
+            spec = self.source.spec
+            x0, y0 = (
+                jax.ShapeDtypeStruct((spec.batch_size, *s), d)
+                for s, d in zip(spec.shapes, spec.dtypes, strict=True)
+            )
+            w0 = jax.ShapeDtypeStruct((spec.batch_size,), np.float32)
+            self.zeros = jax.eval_shape(self.pure, state, x0, y0, w0)[1]
+        sums, count = _zeros_like_shapes(self.zeros), jnp.zeros(())
+        guard = (jnp.int32(0), jnp.int32(-1), jnp.int32(0))
+        meter = _Meter(self.source.length, self.verbose, f"Epoch {epoch + 1}")
+        items = self.source.epoch()
+        for group in Prefetch(groups(self.where, items, self.source.spec, self.k, 2), self.put):
+            fn = self.full if group.batches == self.k else self.masked
+            state, sums, count, guard = fn(state, sums, count, guard, *group.arrays)
+            meter.tick(group)
+        if meter.batches == 0:
+            raise ValueError(
+                f"{self.where}: the data stream produced no batch in epoch {epoch + 1}. An "
+                "iterator is used up after one pass: pass a callable returning a fresh "
+                "iterator (e.g. lambda: make_batches()), a re-iterable, or steps_per_epoch."
+            )
+        logs = _finish_logs(sums, count)
+        if self.on_nan is not None:
+            logs["_nan_first"], logs["_nan_skipped"] = guard[1], guard[2]
+        self.note = meter.note()
+        if meter.show:
+            sys.stdout.write("\r\x1b[2K")
+        return state, logs
+
+
+class Validated:
+    """An epoch function followed by ``validate(params, model_state) -> logs`` (``val_*``)."""
+
+    def __init__(self, epoch_fn: Callable, validate: Callable | None):
+        self.epoch_fn, self.validate = epoch_fn, validate
+
+    @property
+    def note(self) -> str:
+        return getattr(self.epoch_fn, "note", "")
+
+    def __call__(self, state, *args):
+        state, logs = self.epoch_fn(state, *args)
+        if self.validate is not None:
+            val_logs = self.validate(state.params, state.model_state)
+            logs = {**logs, **{f"val_{k}": v for k, v in val_logs.items()}}
+        return state, logs
+
+
+def evaluate_stream(
+    where, source: Source, *, model, loss_fn, metric_fns, params, model_state, k, put, verbose=0
+) -> dict[str, jax.Array]:
+    """Weighted loss and metrics over one pass of ``source`` (``k`` batches per call)."""
+    run = compiled_eval_steps(model, loss_fn, metric_fns)
+    spec = source.spec
+    xb = jax.ShapeDtypeStruct((spec.batch_size, *spec.shapes[0]), spec.dtypes[0])
+    yb = jax.ShapeDtypeStruct((spec.batch_size, *spec.shapes[1]), spec.dtypes[1])
+    wb = jax.ShapeDtypeStruct((spec.batch_size,), np.float32)
+
+    def first_logs(params, model_state, xb, yb, wb):
+        pred, _ = model.apply(params, model_state, xb, train=False)
+        logs = {} if loss_fn is None else {"loss": loss_fn(pred, yb, weights=wb)}
+        for name, fn in metric_fns:
+            logs[name] = fn(pred, yb, weights=wb)
+        return logs
+
+    sums = _zeros_like_shapes(jax.eval_shape(first_logs, params, model_state, xb, yb, wb))
+    count = jnp.zeros(())
+    meter = _Meter(source.length, verbose, "Evaluate")
+    for group in Prefetch(groups(where, source.epoch(), spec, k, 2), put):
+        sums, count = run(params, model_state, sums, count, *group.arrays)
+        meter.tick(group)
+    if meter.batches == 0:
+        raise ValueError(f"{where}: the data stream produced no batch (an iterator used up?).")
+    return _finish_logs(sums, count)
+
+
+def predict_stream(where, source: Source, *, forward, params, model_state, put) -> Any:
+    """Outputs for every row of every batch of ``source``, concatenated on the host."""
+    outputs = []
+    pending = None
+    for group in Prefetch(groups(where, source.epoch(), source.spec, 1, 1), put):
+        (xs,) = group.arrays
+        out = (forward(params, model_state, xs[0]), group.examples)
+        if pending is not None:  # fetch the previous batch after dispatching this one
+            outputs.append(jax.tree.map(lambda o, n=pending[1]: np.asarray(o)[:n], pending[0]))
+        pending = out
+    if pending is None:
+        raise ValueError(f"{where}: the input stream produced no batch (an iterator used up?).")
+    outputs.append(jax.tree.map(lambda o, n=pending[1]: np.asarray(o)[:n], pending[0]))
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)

@@ -15,7 +15,7 @@ Example:
   (-1, 1)
 """
 
-from jnn import layers, losses, metrics
+from jnn import distributed, layers, losses, metrics
 from jnn._version import __version__
 from jnn.layers import (
     Activation,
@@ -84,6 +84,7 @@ __all__ = [
     "Tanh",
     "TrainState",
     "__version__",
+    "distributed",
     "evaluate",
     "fit",
     "get_optimizer",

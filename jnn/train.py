@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
+from jnn import distributed as _distributed
 from jnn import losses as _losses
 from jnn import metrics as _metrics
 from jnn._data import check_key, check_labels, check_positive_int, check_xy
@@ -316,7 +318,13 @@ def _finish_logs(sums: dict[str, Array], count: Array) -> dict[str, Array]:
     return {k: v / jnp.maximum(count, 1e-30) for k, v in sums.items()}
 
 
-def _eval_fn(model: StatefulLayer, loss_fn: Callable | None, metric_fns, batch_size: int):
+def _eval_fn(
+    model: StatefulLayer,
+    loss_fn: Callable | None,
+    metric_fns,
+    batch_size: int,
+    plan: _distributed.Plan | None = None,
+):
     """``run(params, model_state, x, y, w) -> logs``: a scan over padded batches."""
 
     def logs_of(pred, y, w):
@@ -331,6 +339,8 @@ def _eval_fn(model: StatefulLayer, loss_fn: Callable | None, metric_fns, batch_s
         w = jnp.concatenate([w, jnp.zeros((pad,), w.dtype)])
         xs, ys = _gather_batches([x, y], idx, num_batches)
         ws = w.reshape(num_batches, batch_size)
+        if plan is not None:  # split each batch over the mesh's data axis
+            xs, ys, ws = plan.constrain_batches(xs, ys, ws)
 
         def body(carry, batch):
             xb, yb, wb = batch
@@ -360,10 +370,15 @@ def _compiled_epoch(
     batch_size: int,
     shuffle: bool,
     validate: bool,
+    plan: _distributed.Plan | None = None,
 ) -> Callable:
-    """One jitted call per epoch: shuffle, scan the train steps, then validate."""
+    """One jitted call per epoch: shuffle, scan the train steps, then validate.
+
+    With a ``plan`` (a mesh), each batch is split along the data axis and the
+    state kept in its layout; XLA inserts the gradient all-reduce.
+    """
     step = _pure_step(model, loss_fn, tx, metric_fns)
-    evaluate_fn = _eval_fn(model, loss_fn, metric_fns, batch_size)
+    evaluate_fn = _eval_fn(model, loss_fn, metric_fns, batch_size, plan)
 
     def epoch(state: TrainState, x, y, w, val):
         n = x.shape[0]
@@ -375,10 +390,14 @@ def _compiled_epoch(
         idx = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)])
         xs, ys, ws = _gather_batches([x, y, w], idx, num_batches)
         ws = ws * (jnp.arange(num_batches * batch_size) < n).reshape(ws.shape)
+        if plan is not None:
+            xs, ys, ws = plan.constrain_batches(xs, ys, ws)
 
         def body(carry, batch):
             state, sums, count = carry
             state, logs = step(state, *batch)
+            if plan is not None:
+                state = plan.constrain_state(state)
             logs, total = _weighted_logs(logs, batch[2])
             return (state, jax.tree.map(jnp.add, sums, logs), count + total), None
 
@@ -473,6 +492,8 @@ def fit(
     model_state: State | None = None,
     opt_state: optax.OptState | None = None,
     verbose: int = 1,
+    mesh: Mesh | str | None = None,
+    param_sharding: str | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data = (x, y)``; each epoch is one compiled call.
 
@@ -500,11 +521,21 @@ def fit(
       model_state: required for stateful models (the third output of ``init``).
       opt_state: an optimizer state to continue from (default: fresh).
       verbose: 0 silent, 1 a progress bar over epochs, 2 one line per epoch.
+      mesh: a ``jax.sharding.Mesh`` (e.g. :func:`jnn.distributed.make_mesh`) or
+        ``"auto"`` (every device): batches are split along its ``"data"`` axis
+        (or its only axis), so ``batch_size`` is the global batch and must be a
+        multiple of that axis's size. In a multi-process run ``data`` is this
+        process's own shard (see :mod:`jnn.distributed`).
+      param_sharding: with a mesh, ``"replicated"`` (default) or ``"fsdp"``:
+        params and optimizer state split along the data axis (each leaf along
+        its largest divisible dimension), for models too big to replicate.
 
     Returns:
       A :class:`FitResult` with ``.params``, ``.opt_state``, ``.model_state``,
       ``.state`` and ``.history``. The same key and data give bit-identical
-      params on the same device.
+      params on the same device (and the same params, to float tolerance, on
+      any mesh). With a mesh the arrays are global; see
+      :func:`jnn.distributed.gather`.
 
     Raises:
       TypeError / ValueError: for bad data (non-numeric, empty, mismatched
@@ -526,16 +557,21 @@ def fit(
     _check_layer(model, f"{where}: model: ")
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
+    plan = _distributed.plan(where, mesh, param_sharding)
     x, y, w = check_xy(where, data, weights=sample_weight)
     epochs = check_positive_int(where, "epochs", epochs)
-    batch_size = min(check_positive_int(where, "batch_size", batch_size), x.shape[0])
+    n = x.shape[0] if plan is None else plan.global_rows(where, x.shape[0])
+    batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
+    if plan is not None:
+        batch_size = plan.batch_size(where, batch_size, n)
     key = check_key(where, key)
     loss_fn = _losses.get(loss)
     tx = get_optimizer(optimizer, learning_rate)
     metric_fns = _resolve_metrics(metrics, loss_fn)
     val = None
     if validation_data is not None:
-        val = tuple(jnp.asarray(a) for a in check_xy(f"{where}: validation_data", validation_data))
+        val = check_xy(f"{where}: validation_data", validation_data)
+        val = tuple(map(jnp.asarray, val)) if plan is None else tuple(plan.put_data(where, val))
 
     out_shape = _check_trace(where, smodel, params, model_state, loss_fn, metric_fns, x, y, w)
     check_labels(
@@ -557,13 +593,17 @@ def fit(
         params=params,
         opt_state=tx.init(params) if opt_state is None else jax.tree.map(jnp.array, opt_state),
         step=jnp.zeros((), jnp.int32),
-        key=key,
+        key=jnp.copy(key),  # the epoch donates it: never the caller's key
         model_state=jax.tree.map(jnp.array, model_state),
     )
     epoch_fn = _compiled_epoch(
-        smodel, loss_fn, tx, metric_fns, batch_size, shuffle, val is not None
+        smodel, loss_fn, tx, metric_fns, batch_size, shuffle, val is not None, plan
     )
-    xd, yd, wd = (jnp.asarray(a) for a in (x, y, w))
+    if plan is None:
+        xd, yd, wd = (jnp.asarray(a) for a in (x, y, w))
+    else:
+        state = plan.put_state(state)
+        xd, yd, wd = plan.put_data(where, (x, y, w))
     history: dict[str, list[float]] = {k: [] for k in history_keys}
     stopper = _Stopper(early_stopping) if early_stopping is not None else None
     progress = _Progress(epochs, verbose)
@@ -678,8 +718,8 @@ class _Progress:
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_eval(model, loss_fn, metric_fns, batch_size):
-    return jax.jit(_eval_fn(model, loss_fn, metric_fns, batch_size))
+def _compiled_eval(model, loss_fn, metric_fns, batch_size, plan=None):
+    return jax.jit(_eval_fn(model, loss_fn, metric_fns, batch_size, plan))
 
 
 def evaluate(
@@ -692,11 +732,14 @@ def evaluate(
     batch_size: int = 256,
     sample_weight: ArrayLike | None = None,
     model_state: State | None = None,
+    mesh: Mesh | str | None = None,
+    param_sharding: str | None = None,
 ) -> dict[str, float]:
     """Loss and metrics of ``model`` on ``data = (x, y)``, in evaluation mode.
 
     One compiled ``lax.scan`` over batches; the last partial batch is padded
-    and masked so every example counts exactly once.
+    and masked so every example counts exactly once. ``mesh`` and
+    ``param_sharding`` split batches and params as in :func:`fit`.
 
     Returns:
       A dict such as ``{"loss": 0.31, "accuracy": 0.9}``.
@@ -715,8 +758,10 @@ def evaluate(
         raise ValueError(f"{where}: give a loss and/or metrics to compute.")
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
+    plan = _distributed.plan(where, mesh, param_sharding)
     x, y, w = check_xy(where, data, weights=sample_weight)
-    batch_size = min(check_positive_int(where, "batch_size", batch_size), x.shape[0])
+    n = x.shape[0] if plan is None else plan.global_rows(where, x.shape[0])
+    batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
     loss_fn = None if loss is None else _losses.get(loss)
     metric_fns = _resolve_metrics(metrics, loss_fn)
     _check_trace(
@@ -730,8 +775,12 @@ def evaluate(
         y,
         w,
     )
-    run = _compiled_eval(smodel, loss_fn, metric_fns, batch_size)
-    logs = run(params, model_state, jnp.asarray(x), jnp.asarray(y), jnp.asarray(w))
+    if plan is None:
+        arrays = (params, model_state, *map(jnp.asarray, (x, y, w)))
+    else:
+        batch_size = plan.batch_size(where, batch_size, n)
+        arrays = (*plan.put_state((params, model_state)), *plan.put_data(where, (x, y, w)))
+    logs = _compiled_eval(smodel, loss_fn, metric_fns, batch_size, plan)(*arrays)
     return {k: float(v) for k, v in logs.items()}
 
 
@@ -747,6 +796,8 @@ def predict(
     *,
     batch_size: int = 1024,
     model_state: State | None = None,
+    mesh: Mesh | str | None = None,
+    param_sharding: str | None = None,
 ) -> np.ndarray:
     """Outputs of ``model`` for every row of ``x``, in evaluation mode.
 
@@ -761,6 +812,10 @@ def predict(
       x: inputs, ``(N, ...)``.
       batch_size: rows per device call.
       model_state: required for stateful models.
+      mesh: split each batch over a mesh's data axis, as in :func:`fit`
+        (``batch_size`` is then the global rows per call). In a multi-process
+        run ``x`` is this process's rows, and so is the result.
+      param_sharding: ``"replicated"`` or ``"fsdp"``, as in :func:`fit`.
 
     Returns:
       A numpy array with one output row per input row (a pytree of them for
@@ -777,11 +832,21 @@ def predict(
 
     where = "predict"
     _check_layer(model, f"{where}: model: ")
+    plan = _distributed.plan(where, mesh, param_sharding)
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
     x = as_host_array(where, "x", x)
     n = x.shape[0]
-    batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
+    batch_size = check_positive_int(where, "batch_size", batch_size)
+    put, fetch = jax.device_put, functools.partial(jax.tree.map, np.asarray)
+    if plan is None:
+        batch_size = min(batch_size, n)
+    else:  # batch_size is global: each process feeds its share of every call
+        total = plan.global_rows(where, n)
+        batch_size = plan.batch_size(where, min(batch_size, total), total)
+        batch_size //= jax.process_count()
+        params, model_state = plan.put_state((params, model_state))
+        put, fetch = (lambda xb: plan.put_data(where, [xb])[0]), plan.to_local
     forward = _compiled_forward(smodel)
     jax.eval_shape(
         forward, params, model_state, jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype)
@@ -791,12 +856,12 @@ def predict(
         xb = x[i : i + batch_size]
         if xb.shape[0] < batch_size:
             xb = np.concatenate([xb, np.zeros((batch_size - xb.shape[0], *x.shape[1:]), x.dtype)])
-        return forward(params, model_state, jax.device_put(xb))
+        return forward(params, model_state, put(xb))
 
     outputs, pending = [], batch(0)
     for i in range(batch_size, n + batch_size, batch_size):
         nxt = batch(i) if i < n else None  # dispatch the next batch before waiting
-        outputs.append(jax.tree.map(np.asarray, pending))
+        outputs.append(fetch(pending))
         pending = nxt
     rows = [
         jax.tree.map(lambda o, k=k: o[: min(batch_size, n - k)], out)

@@ -106,8 +106,8 @@ def make_mesh(devices: Sequence[jax.Device] | None = None, *, axis: str = DATA_A
 
     Example:
       >>> import jax, jnn
-      >>> jnn.distributed.make_mesh(jax.devices()[:1]).shape
-      OrderedDict({'data': 1})
+      >>> dict(jnn.distributed.make_mesh(jax.devices()[:1]).shape)
+      {'data': 1}
     """
     devices = jax.devices() if devices is None else list(devices)
     if not devices:
@@ -146,8 +146,11 @@ def param_shardings(tree: Any, mesh: Mesh, *, axis: str = DATA_AXIS, fsdp: bool 
     Example:
       >>> import jax, jax.numpy as jnp, jnn
       >>> mesh = jnn.distributed.make_mesh(jax.devices()[:1])
-      >>> jnn.distributed.param_shardings({"w": jnp.ones((4, 2))}, mesh, fsdp=True)["w"].spec
-      PartitionSpec()
+      >>> tuple(jnn.distributed.param_shardings({"w": jnp.ones((4, 2))}, mesh, fsdp=True)["w"].spec)
+      ()
+
+      On a 4-device mesh the same ``w`` would get ``P("data", None)``: rows
+      split four ways.
     """
     size = mesh.shape[axis]
 

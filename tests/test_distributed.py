@@ -59,6 +59,10 @@ def test_mesh_on_one_device_matches_no_mesh():
     )
     pred = jnn.predict(model, res.params, x, batch_size=24, mesh="auto")
     np.testing.assert_allclose(pred, jnn.predict(model, ref.params, x), atol=1e-6)
+    # What comes back is ordinary arrays: they compose with jit and grad.
+    g = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, x))))(res.params)
+    assert jax.tree.structure(g) == jax.tree.structure(params)
+    assert np.isfinite(np.asarray(g["dense_0"]["w"])).all()
 
 
 def test_bad_mesh_arguments_are_clear_errors():
@@ -92,14 +96,6 @@ def test_fsdp_rule_and_helpers():
     got = jnn.distributed.gather(placed)
     np.testing.assert_array_equal(got["w"], np.ones((3, 2)))
     np.testing.assert_array_equal(got["k"], jax.random.key_data(jax.random.key(0)))
-
-
-def test_fit_with_mesh_under_jit_params_compose():
-    """Params that come back from a mesh fit are ordinary arrays for jit/grad."""
-    model, params, x, y = seed_problem()
-    res = jnn.fit(model, params, (x, y), mesh="auto", key=jax.random.key(1), **SEED_NET_FIT)
-    g = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, x))))(res.params)
-    assert jax.tree.structure(g) == jax.tree.structure(params)
 
 
 # --------------------------------------------------------------------------- 4 devices
@@ -166,7 +162,11 @@ def test_two_processes_agree_with_one(tmp_path):
         for pid in (0, 1)
     ]
     logs = []
-    try:
+    try:  # the single-process reference, computed while the two processes run
+        ref = jnn.fit(model, params, (x, y), key=jax.random.key(1), **SEED_NET_FIT)
+        more = jnn.fit(model, params, (x, y), key=jax.random.key(2), **SEED_NET_FIT | {"epochs": 1})
+        ref_eval = jnn.evaluate(model, ref.params, (x, y), loss="bce")
+        ref_pred = jnn.predict(model, ref.params, x)
         for p in procs:
             logs.append(p.communicate(timeout=TIMEOUT)[0])
     finally:
@@ -176,15 +176,11 @@ def test_two_processes_agree_with_one(tmp_path):
                 p.wait()
     assert [p.returncode for p in procs] == [0, 0], "\n".join(s[-2000:] for s in logs)
 
-    ref = jnn.fit(model, params, (x, y), key=jax.random.key(1), **SEED_NET_FIT)
     reports = [json.loads((tmp_path / f"process{i}.json").read_text()) for i in (0, 1)]
     # The multi-process checkpoint restores here, in one process, to the same params.
     with open(tmp_path / "multi.msgpack", "rb") as f:
         restored = flax.serialization.from_bytes(params, f.read())
     _close(restored, ref.params)
-    ref_eval = jnn.evaluate(model, ref.params, (x, y), loss="bce")
-    ref_pred = jnn.predict(model, ref.params, x)
-    more = jnn.fit(model, params, (x, y), key=jax.random.key(2), **{**SEED_NET_FIT, "epochs": 1})
     for pid, rep in enumerate(reports):
         for k, v in ref.history.items():
             np.testing.assert_allclose(rep["history"][k], v, rtol=1e-5)

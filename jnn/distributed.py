@@ -234,7 +234,7 @@ def gather(tree: Any) -> Any:
 # --------------------------------------------------------------------------- used by fit
 
 
-class Plan(NamedTuple):
+class _Plan(NamedTuple):
     """How ``fit`` / ``evaluate`` / ``predict`` lay out one run (private to jnn).
 
     Hashable, so compiled epochs are cached per plan.
@@ -320,9 +320,9 @@ class Plan(NamedTuple):
         return batch_size
 
 
-def plan(
+def _plan(
     where: str, mesh: Mesh | str | None, param_sharding: str | None, axis: str = DATA_AXIS
-) -> Plan | None:
+) -> _Plan | None:
     """Validate ``mesh=`` / ``param_sharding=`` of fit/evaluate/predict (None: no mesh)."""
     if param_sharding not in (None, *_PARAM_SHARDINGS):
         raise ValueError(
@@ -348,4 +348,4 @@ def plan(
                 f"axis named {axis!r}. Name one axis {axis!r}."
             )
         axis = mesh.axis_names[0]
-    return Plan(mesh, axis, param_sharding == "fsdp")
+    return _Plan(mesh, axis, param_sharding == "fsdp")

@@ -323,7 +323,7 @@ def _eval_fn(
     loss_fn: Callable | None,
     metric_fns,
     batch_size: int,
-    plan: _distributed.Plan | None = None,
+    plan: _distributed._Plan | None = None,
 ):
     """``run(params, model_state, x, y, w) -> logs``: a scan over padded batches."""
 
@@ -370,7 +370,7 @@ def _compiled_epoch(
     batch_size: int,
     shuffle: bool,
     validate: bool,
-    plan: _distributed.Plan | None = None,
+    plan: _distributed._Plan | None = None,
 ) -> Callable:
     """One jitted call per epoch: shuffle, scan the train steps, then validate.
 
@@ -557,7 +557,7 @@ def fit(
     _check_layer(model, f"{where}: model: ")
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
-    plan = _distributed.plan(where, mesh, param_sharding)
+    plan = _distributed._plan(where, mesh, param_sharding)
     x, y, w = check_xy(where, data, weights=sample_weight)
     epochs = check_positive_int(where, "epochs", epochs)
     n = x.shape[0] if plan is None else plan.global_rows(where, x.shape[0])
@@ -758,7 +758,7 @@ def evaluate(
         raise ValueError(f"{where}: give a loss and/or metrics to compute.")
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
-    plan = _distributed.plan(where, mesh, param_sharding)
+    plan = _distributed._plan(where, mesh, param_sharding)
     x, y, w = check_xy(where, data, weights=sample_weight)
     n = x.shape[0] if plan is None else plan.global_rows(where, x.shape[0])
     batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
@@ -832,7 +832,7 @@ def predict(
 
     where = "predict"
     _check_layer(model, f"{where}: model: ")
-    plan = _distributed.plan(where, mesh, param_sharding)
+    plan = _distributed._plan(where, mesh, param_sharding)
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
     x = as_host_array(where, "x", x)

@@ -114,7 +114,7 @@ def _epoch_hlo() -> str:
 
     model, params, x, y = seed_problem()
     mesh = jnn.distributed.make_mesh()
-    plan = jnn.distributed.plan("test", mesh, None)
+    plan = jnn.distributed._plan("test", mesh, None)
     step = train._compiled_epoch(
         jnn.stateful(model),
         jnn.losses.get("bce"),

@@ -587,14 +587,14 @@ def fit(
             f"{history_keys}" + ("" if val is not None else "; val_* needs validation_data.")
         )
 
-    # Copy: the compiled epoch donates the state's buffers, never the caller's params.
-    params = jax.tree.map(jnp.array, params)
+    # Fresh buffers: the compiled epoch donates its state, never the caller's arrays.
+    params = _copy_tree(params)
     state = TrainState(
         params=params,
-        opt_state=tx.init(params) if opt_state is None else jax.tree.map(jnp.array, opt_state),
+        opt_state=tx.init(params) if opt_state is None else _copy_tree(opt_state),
         step=jnp.zeros((), jnp.int32),
-        key=jnp.copy(key),  # the epoch donates it: never the caller's key
-        model_state=jax.tree.map(jnp.array, model_state),
+        key=_copy_tree(key),
+        model_state=_copy_tree(model_state),
     )
     epoch_fn = _compiled_epoch(
         smodel, loss_fn, tx, metric_fns, batch_size, shuffle, val is not None, plan
@@ -623,6 +623,10 @@ def fit(
     if stopper is not None and stopper.config.restore_best and stopper.best_state is not None:
         state = stopper.best_state
     return FitResult(state, history)
+
+
+def _copy_tree(tree: Any) -> Any:
+    return jax.tree.map(lambda a: jnp.asarray(a).copy(), tree)
 
 
 def _check_model_state(where: str, model: AnyLayer, model_state: State | None) -> State:

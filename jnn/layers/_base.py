@@ -19,6 +19,7 @@ two-function contract exactly.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -99,6 +100,12 @@ def stateful(layer: AnyLayer) -> StatefulLayer:
     if isinstance(layer, StatefulLayer):
         return layer
     _check_layer(layer)
+    return _lift(layer)
+
+
+@functools.lru_cache(maxsize=256)
+def _lift(layer: Layer) -> StatefulLayer:
+    """Cached, so lifting one model twice gives one object (and one compilation in fit)."""
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params, State]:
         out_shape, params = layer.init(key, input_shape)

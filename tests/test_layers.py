@@ -1,0 +1,227 @@
+"""Layers: shape inference, numerics, jit/grad/vmap composition, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jnn
+
+SEED_NET = [
+    lambda: jnn.Dense(10, activation="relu"),
+    lambda: jnn.Dense(10, activation="relu"),
+    lambda: jnn.Dense(1, activation="sigmoid"),
+]
+
+
+def seed_model():
+    return jnn.serial(*(make() for make in SEED_NET))
+
+
+LAYERS = {
+    "dense": (lambda: jnn.Dense(7), (-1, 5)),
+    "dense_act": (lambda: jnn.Dense(3, activation="tanh", use_bias=False), (None, 4)),
+    "flatten": (lambda: jnn.Flatten(), (-1, 2, 3, 4)),
+    "flatten_ndim": (lambda: jnn.Flatten(2), (-1, 6, 2, 3)),
+    "dropout": (lambda: jnn.Dropout(0.3), (-1, 4)),
+    "relu": (lambda: jnn.Relu(), (-1, 3)),
+    "softmax": (lambda: jnn.Softmax(), (-1, 3)),
+    "log_softmax": (lambda: jnn.LogSoftmax(), (-1, 3)),
+    "gelu": (lambda: jnn.Gelu(), (-1, 3)),
+    "leaky_relu": (lambda: jnn.LeakyRelu(0.2), (-1, 3)),
+    "elu": (lambda: jnn.Elu(), (-1, 3)),
+    "sigmoid": (lambda: jnn.Sigmoid(), (-1, 3)),
+    "tanh": (lambda: jnn.Tanh(), (-1, 3)),
+    "identity": (lambda: jnn.Identity(), (-1, 3)),
+    "serial": (seed_model, (-1, 10)),
+    "residual": (lambda: jnn.residual(jnn.Dense(4, activation="relu"), jnn.Dense(4)), (-1, 4)),
+    "branches_sum": (
+        lambda: jnn.serial(jnn.FanOut(2), jnn.parallel(jnn.Dense(3), jnn.Dense(3)), jnn.FanInSum()),
+        (-1, 5),
+    ),
+    "branches_concat": (
+        lambda: jnn.serial(
+            jnn.FanOut(2), jnn.parallel(jnn.Dense(3), jnn.Dense(2)), jnn.FanInConcat()
+        ),
+        (-1, 5),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("batch", [(2,), (3, 2)])
+def test_init_shape_matches_apply(name, batch):
+    make, in_shape = LAYERS[name]
+    layer = make()
+    out_shape, params = layer.init(jax.random.key(0), in_shape)
+    x = jax.random.normal(jax.random.key(1), (*batch, *in_shape[1:]))
+    if name == "flatten" and len(batch) > 1:  # Flatten() keeps exactly one leading axis
+        batch = (batch[0],)
+        x = x.reshape(batch[0], -1, *in_shape[2:])
+        out_shape = (-1, int(np.prod(x.shape[1:])))
+    y = jax.jit(layer.apply, static_argnames="train")(params, x)
+    assert y.shape == (*batch, *out_shape[1:])
+
+
+def test_dense_matches_formula(key):
+    layer = jnn.Dense(4, activation="relu")
+    _, params = layer.init(key, (-1, 3))
+    x = jax.random.normal(jax.random.key(2), (5, 3))
+    expected = np.maximum(np.asarray(x) @ np.asarray(params["w"]) + np.asarray(params["b"]), 0)
+    np.testing.assert_allclose(layer.apply(params, x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_dense_default_init_is_keras_like(key):
+    _, params = jnn.Dense(200).init(key, (-1, 100))
+    limit = np.sqrt(6 / (100 + 200))  # glorot uniform
+    assert float(jnp.abs(params["w"]).max()) <= limit
+    assert float(jnp.abs(params["w"]).max()) > 0.9 * limit
+    assert params["w"].shape == (100, 200) and params["w"].dtype == jnp.float32
+    np.testing.assert_array_equal(params["b"], np.zeros(200))
+
+
+def test_params_are_named_dicts(key):
+    model = jnn.serial(jnn.Dense(4), jnn.Relu(), jnn.Dropout(0.1), jnn.Dense(1))
+    _, params = model.init(key, (-1, 3))
+    assert list(params) == ["dense_0", "relu_0", "dropout_0", "dense_1"]
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    assert paths == ["['dense_0']['b']", "['dense_0']['w']", "['dense_1']['b']", "['dense_1']['w']"]
+
+
+def test_grad_against_finite_differences(key):
+    model = jnn.serial(
+        jnn.Dense(5, activation="tanh"), jnn.Dense(3, activation="gelu"), jnn.Dense(1)
+    )
+    _, params = model.init(key, (-1, 4))
+    params = jax.tree.map(lambda p: p.astype(jnp.float32), params)
+    x = jax.random.normal(jax.random.key(3), (6, 4))
+    y = jax.random.normal(jax.random.key(4), (6, 1))
+
+    def loss(p):
+        return jnn.losses.mse(model.apply(p, x), y)
+
+    check_grads(loss, (params,), order=1, modes=["rev"], atol=5e-2, rtol=5e-2, eps=1e-2)
+
+
+def test_vmap_init_and_apply_over_keys():
+    model = seed_model()
+    keys = jax.random.split(jax.random.key(0), 64)
+    stacked = jax.vmap(lambda k: model.init(k, (-1, 10))[1])(keys)
+    assert stacked["dense_0"]["w"].shape == (64, 10, 10)
+    x = jnp.ones((8, 10))
+    out = jax.jit(jax.vmap(model.apply, in_axes=(0, None)))(stacked, x)
+    assert out.shape == (64, 8, 1)
+    single = model.apply(jax.tree.map(lambda p: p[5], stacked), x)
+    np.testing.assert_allclose(out[5], single, rtol=1e-6)
+    assert not np.allclose(out[0], out[1])  # different keys, different nets
+
+
+def test_vmap_apply_over_examples(key):
+    model = jnn.serial(jnn.Dense(4, activation="relu"), jnn.Flatten(1), jnn.Dense(2))
+    _, params = model.init(key, (-1, 3))
+    x = jax.random.normal(key, (7, 3))
+    per_example = jax.vmap(lambda xi: model.apply(params, xi))(x)
+    np.testing.assert_allclose(per_example, model.apply(params, x), rtol=1e-6)
+
+
+def test_dropout_rate_is_drop_probability():
+    drop = jnn.Dropout(0.25)
+    y = drop.apply({}, jnp.ones((100_000,)), key=jax.random.key(0), train=True)
+    dropped = float((y == 0).mean())
+    assert abs(dropped - 0.25) < 0.01
+    np.testing.assert_allclose(float(y.mean()), 1.0, atol=0.02)  # scaled to keep expectation
+
+
+def test_dropout_needs_key_only_in_training():
+    drop = jnn.Dropout(0.5)
+    x = jnp.ones((2, 3))
+    np.testing.assert_array_equal(drop.apply({}, x), x)
+    with pytest.raises(ValueError, match=r"needs a PRNG key.*key=jax\.random\.key"):
+        drop.apply({}, x, train=True)
+
+
+def test_serial_splits_keys_between_dropouts():
+    model = jnn.serial(jnn.Dropout(0.5), jnn.Dropout(0.5))
+    _, params = model.init(jax.random.key(0), (-1, 1000))
+    y = model.apply(params, jnp.ones((1, 1000)), key=jax.random.key(1), train=True)
+    kept = float((y != 0).mean())
+    assert 0.2 < kept < 0.3  # two independent masks keep ~25%
+
+
+def test_raw_uint32_keys_work(key):
+    model = seed_model()
+    _, p_typed = model.init(jax.random.key(3), (-1, 10))
+    _, p_raw = model.init(jax.random.PRNGKey(3), (-1, 10))
+    chex_equal = jax.tree.map(lambda a, b: bool((a == b).all()), p_typed, p_raw)
+    assert all(jax.tree.leaves(chex_equal))
+
+
+def test_activation_by_name_and_callable(key):
+    for act in ["relu", "gelu", "tanh", "softplus", jax.nn.silu, None]:
+        layer = jnn.Dense(2, activation=act)
+        _, params = layer.init(key, (-1, 2))
+        assert layer.apply(params, jnp.ones((1, 2))).shape == (1, 2)
+
+
+def test_unknown_activation_suggests_close_match():
+    with pytest.raises(ValueError, match="Did you mean 'relu'"):
+        jnn.Dense(2, activation="rleu")
+
+
+def test_sigmoid_gradient_never_underflows():
+    g = jax.grad(lambda z: jnn.layers.sigmoid(z))
+    assert float(g(0.0)) == pytest.approx(0.25)
+    assert float(g(1e4)) > 0 and float(g(-1e4)) > 0
+    np.testing.assert_allclose(
+        jnn.layers.sigmoid(jnp.array([-3.0, 3.0])), jax.nn.sigmoid(jnp.array([-3.0, 3.0]))
+    )
+
+
+@pytest.mark.parametrize(
+    "call, error, pattern",
+    [
+        (lambda: jnn.Dense(0), ValueError, "positive int"),
+        (lambda: jnn.Dense(3).init(jax.random.key(0), (-1, -1)), ValueError, "feature"),
+        (lambda: jnn.Dense(3).init(jax.random.key(0), (4, 0)), ValueError, "positive int"),
+        (lambda: jnn.Dropout(1.0), ValueError, r"\[0, 1\)"),
+        (lambda: jnn.Dropout(-0.1), ValueError, r"\[0, 1\)"),
+        (lambda: jnn.serial(), ValueError, "at least one layer"),
+        (lambda: jnn.serial(jnn.Relu), TypeError, "forget to call"),
+        (
+            lambda: jnn.residual(jnn.Dense(3)).init(jax.random.key(0), (-1, 4)),
+            ValueError,
+            r"\(-1, 4\) to \(-1, 3\)",
+        ),
+    ],
+)
+def test_layer_errors(call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call()
+
+
+def test_dense_wrong_feature_dim_names_both_shapes(key):
+    layer = jnn.Dense(3)
+    _, params = layer.init(key, (-1, 4))
+    with pytest.raises(
+        ValueError,
+        match=r"Dense\(3\): expected input of shape \(\.\.\., 4\), "
+        r"got \(2, 5\)",
+    ):
+        jax.jit(layer.apply)(params, jnp.ones((2, 5)))
+
+
+def test_dense_rejects_integer_input(key):
+    layer = jnn.Dense(3)
+    _, params = layer.init(key, (-1, 4))
+    with pytest.raises(TypeError, match=r"floating-point input.*astype"):
+        layer.apply(params, jnp.ones((2, 4), jnp.int32))
+
+
+def test_stateless_model_keeps_two_function_contract(key):
+    model = seed_model()
+    assert isinstance(model, jnn.Layer) and not jnn.is_stateful(model)
+    lifted = jnn.stateful(model)
+    shape, params, state = lifted.init(key, (-1, 10))
+    y, new_state = lifted.apply(params, state, jnp.ones((2, 10)))
+    assert shape == (-1, 1) and y.shape == (2, 1) and new_state == state

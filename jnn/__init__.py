@@ -15,7 +15,7 @@ Example:
   (-1, 1)
 """
 
-from jnn import checkpoint, experiments, layers, losses, metrics
+from jnn import checkpoint, distributed, experiments, layers, losses, metrics
 from jnn._version import __version__
 from jnn.layers import (
     Activation,
@@ -114,6 +114,7 @@ __all__ = [
     "TrainState",
     "__version__",
     "checkpoint",
+    "distributed",
     "evaluate",
     "experiments",
     "fit",

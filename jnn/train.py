@@ -25,8 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from jnn import checkpoint as _checkpoint
+from jnn import distributed as _distributed
 from jnn import losses as _losses
 from jnn import metrics as _metrics
 from jnn._data import check_key, check_labels, check_positive_int, check_xy
@@ -361,7 +363,13 @@ def _finish_logs(sums: dict[str, Array], count: Array) -> dict[str, Array]:
     return {k: v / jnp.maximum(count, 1e-30) for k, v in sums.items()}
 
 
-def _eval_fn(model: StatefulLayer, loss_fn: Callable | None, metric_fns, batch_size: int):
+def _eval_fn(
+    model: StatefulLayer,
+    loss_fn: Callable | None,
+    metric_fns,
+    batch_size: int,
+    plan: _distributed._Plan | None = None,
+):
     """``run(params, model_state, x, y, w) -> logs``: a scan over padded batches."""
 
     def logs_of(pred, y, w):
@@ -376,6 +384,8 @@ def _eval_fn(model: StatefulLayer, loss_fn: Callable | None, metric_fns, batch_s
         w = jnp.concatenate([w, jnp.zeros((pad,), w.dtype)])
         xs, ys = _gather_batches([x, y], idx, num_batches)
         ws = w.reshape(num_batches, batch_size)
+        if plan is not None:  # split each batch over the mesh's data axis
+            xs, ys, ws = plan.constrain_batches(xs, ys, ws)
 
         def body(carry, batch):
             xb, yb, wb = batch
@@ -405,6 +415,7 @@ def _epoch_fn(
     shuffle: bool,
     validate: bool,
     on_nan: str | None = None,
+    plan: _distributed._Plan | None = None,
 ) -> Callable:
     """The pure (un-jitted) ``epoch(state, x, y, w, val) -> (state, logs)``.
 
@@ -412,9 +423,11 @@ def _epoch_fn(
     (:func:`_compiled_epoch`); ``jnn.experiments`` vmaps it over runs. With
     ``on_nan`` set, the logs also hold ``"_nan_first"`` (index of the first
     non-finite step, -1 if none) and ``"_nan_skipped"`` (non-finite steps).
+    With a ``plan`` (a mesh), each batch is split along the data axis and the
+    state kept in its layout; XLA inserts the gradient all-reduce.
     """
     step = _pure_step(model, loss_fn, tx, metric_fns, guard=on_nan is not None)
-    evaluate_fn = _eval_fn(model, loss_fn, metric_fns, batch_size)
+    evaluate_fn = _eval_fn(model, loss_fn, metric_fns, batch_size, plan)
 
     def epoch(state: TrainState, x, y, w, val):
         n = x.shape[0]
@@ -428,6 +441,8 @@ def _epoch_fn(
         idx = jnp.concatenate([order, order[:pad]])
         xs, ys, ws = _gather_batches([x, y, w], idx, num_batches)
         ws = ws * (jnp.arange(num_batches * batch_size) < n).reshape(ws.shape)
+        if plan is not None:
+            xs, ys, ws = plan.constrain_batches(xs, ys, ws)
 
         def body(carry, batch):
             state, sums, count, guard = carry
@@ -439,6 +454,8 @@ def _epoch_fn(
                 state, logs, wb, guard = _guard_step(
                     on_nan, state, new_state, logs, wb, finite, guard
                 )
+            if plan is not None:
+                state = plan.constrain_state(state)
             logs, total = _weighted_logs(logs, wb)
             return (state, jax.tree.map(jnp.add, sums, logs), count + total, guard), None
 
@@ -469,9 +486,10 @@ def _compiled_epoch(
     shuffle: bool,
     validate: bool,
     on_nan: str | None = None,
+    plan: _distributed._Plan | None = None,
 ) -> Callable:
     """One jitted call per epoch: :func:`_epoch_fn`, compiled, state donated."""
-    epoch = _epoch_fn(model, loss_fn, tx, metric_fns, batch_size, shuffle, validate, on_nan)
+    epoch = _epoch_fn(model, loss_fn, tx, metric_fns, batch_size, shuffle, validate, on_nan, plan)
     return jax.jit(epoch, donate_argnums=(0,))
 
 
@@ -562,8 +580,14 @@ def fit(
     steps_per_call: int = 1,
     steps_per_epoch: int | None = None,
     validation_steps: int | None = None,
+    mesh: Mesh | str | None = None,
+    param_sharding: str | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data = (x, y)``; each epoch is one compiled call.
+
+    Ctrl-C (SIGINT, in the main thread) stops ``fit`` after the epoch running
+    (a second Ctrl-C aborts at once): it returns, and saves, the state of the
+    last completed epoch, with a warning.
 
     Args:
       model: a :class:`jnn.Layer` or :class:`jnn.StatefulLayer`.
@@ -617,21 +641,27 @@ def fit(
         skips the bad steps' updates (a warning counts them) and goes on; None
         turns the check off. That mid-epoch state is returned, not saved: the
         checkpoints on disk stay those of completed epochs.
-
-    Ctrl-C (SIGINT, in the main thread) stops ``fit`` after the epoch running
-    (a second Ctrl-C aborts at once): it returns, and saves, the state of the
-    last completed epoch, with a warning.
       steps_per_call: for a stream, batches stacked and run as one compiled
         ``lax.scan`` call (e.g. 64); a short last group runs its real steps
         only (one more compilation). Ignored for arrays (one call per epoch).
       steps_per_epoch: for a stream, batches per epoch (needed for an
         infinite one; an iterator then continues where the last epoch ended).
       validation_steps: batches of a ``validation_data`` stream per epoch.
+      mesh: a ``jax.sharding.Mesh`` (e.g. :func:`jnn.distributed.make_mesh`) or
+        ``"auto"`` (every device): batches are split along its ``"data"`` axis
+        (or its only axis), so ``batch_size`` is the global batch and must be a
+        multiple of that axis's size. In a multi-process run ``data`` is this
+        process's own shard (see :mod:`jnn.distributed`).
+      param_sharding: with a mesh, ``"replicated"`` (default) or ``"fsdp"``:
+        params and optimizer state split along the data axis (each leaf along
+        its largest divisible dimension), for models too big to replicate.
 
     Returns:
       A :class:`FitResult` with ``.params``, ``.opt_state``, ``.model_state``,
       ``.state`` and ``.history``. The same key and data give bit-identical
-      params on the same device.
+      params on the same device (and the same params, to float tolerance, on
+      any mesh). With a mesh the arrays are global; see
+      :func:`jnn.distributed.gather`.
 
     Raises:
       TypeError / ValueError: for bad data (non-numeric, empty, mismatched
@@ -661,12 +691,21 @@ def fit(
     _check_layer(model, f"{where}: model: ")
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
+    plan = _distributed._plan(where, mesh, param_sharding)
     source = _stream_source(where, data, steps_per_epoch, sample_weight=sample_weight)
+    if source is not None and plan is not None:
+        raise ValueError(
+            f"{where}: a stream of batches cannot be combined with mesh= yet; pass arrays "
+            "(each process its own shard) or drop mesh=."
+        )
     x, y, w = check_xy(where, data, weights=sample_weight) if source is None else source.first
     epochs = check_positive_int(where, "epochs", epochs)
-    batch_size = min(check_positive_int(where, "batch_size", batch_size), x.shape[0])
+    n = x.shape[0] if plan is None else plan.global_rows(where, x.shape[0])
+    batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
     if source is not None:  # a stream's batches set the compiled batch size
         batch_size = source.spec.batch_size
+    if plan is not None:
+        batch_size = plan.batch_size(where, batch_size, n)
     key = check_key(where, key)
     loss_fn = _losses.get(loss)
     tx = get_optimizer(optimizer, learning_rate)
@@ -681,6 +720,10 @@ def fit(
         raise ValueError(f"{where}: resume=True needs checkpoint_dir= to resume from.")
     val = None
     val_source = _stream_source(f"{where}: validation_data", validation_data, validation_steps)
+    if val_source is not None and plan is not None:
+        raise ValueError(
+            f"{where}: a validation stream cannot be combined with mesh= yet; pass arrays."
+        )
     if validation_data is not None and val_source is None:
         val = check_xy(f"{where}: validation_data", validation_data)
 
@@ -715,9 +758,13 @@ def fit(
     )
     epoch_fn = _compiled_epoch(
         smodel, loss_fn, tx, metric_fns, batch_size, shuffle, val is not None and source is None,
-        on_nan,
-    )
-    xd, yd, wd = (jnp.asarray(a) for a in (x, y, w))  # (a stream's first batch: unused)
+        on_nan, plan,
+    )  # fmt: skip
+    if plan is None:
+        xd, yd, wd = (jnp.asarray(a) for a in (x, y, w))  # (a stream's first batch: unused)
+    else:
+        state = plan.put_state(state)
+        xd, yd, wd = plan.put_data(where, (x, y, w))
     if source is not None or val_source is not None:
         epoch_fn = _stream_epoch_fn(
             where, epoch_fn, source, val_source, val, smodel, loss_fn, tx, metric_fns,
@@ -1115,8 +1162,8 @@ class _Progress:
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_eval(model, loss_fn, metric_fns, batch_size):
-    return jax.jit(_eval_fn(model, loss_fn, metric_fns, batch_size))
+def _compiled_eval(model, loss_fn, metric_fns, batch_size, plan=None):
+    return jax.jit(_eval_fn(model, loss_fn, metric_fns, batch_size, plan))
 
 
 def evaluate(
@@ -1131,6 +1178,8 @@ def evaluate(
     model_state: State | None = None,
     steps_per_call: int = 1,
     steps: int | None = None,
+    mesh: Mesh | str | None = None,
+    param_sharding: str | None = None,
 ) -> dict[str, float]:
     """Loss and metrics of ``model`` on ``data = (x, y)``, in evaluation mode.
 
@@ -1138,7 +1187,8 @@ def evaluate(
     and masked so every example counts exactly once. ``data`` may also be a
     stream of ``(x, y)`` / ``(x, y, weights)`` batches as in :func:`fit`, run
     ``steps_per_call`` batches per compiled call, for at most ``steps``
-    batches (needed for an infinite stream).
+    batches (needed for an infinite stream). ``mesh`` and ``param_sharding``
+    split batches and params as in :func:`fit` (arrays only).
 
     Returns:
       A dict such as ``{"loss": 0.31, "accuracy": 0.9}``.
@@ -1157,9 +1207,13 @@ def evaluate(
         raise ValueError(f"{where}: give a loss and/or metrics to compute.")
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
+    plan = _distributed._plan(where, mesh, param_sharding)
     source = _stream_source(where, data, steps, sample_weight=sample_weight)
+    if source is not None and plan is not None:
+        raise ValueError(f"{where}: a stream of batches cannot be combined with mesh= yet.")
     x, y, w = check_xy(where, data, weights=sample_weight) if source is None else source.first
-    batch_size = min(check_positive_int(where, "batch_size", batch_size), x.shape[0])
+    n = x.shape[0] if plan is None else plan.global_rows(where, x.shape[0])
+    batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
     loss_fn = None if loss is None else _losses.get(loss)
     metric_fns = _resolve_metrics(metrics, loss_fn)
     out_shape = _check_trace(
@@ -1185,8 +1239,12 @@ def evaluate(
             model_state=model_state, k=k, put=jax.device_put,
         )  # fmt: skip
         return {k: float(v) for k, v in logs.items()}
-    run = _compiled_eval(smodel, loss_fn, metric_fns, batch_size)
-    logs = run(params, model_state, jnp.asarray(x), jnp.asarray(y), jnp.asarray(w))
+    if plan is None:
+        arrays = (params, model_state, *map(jnp.asarray, (x, y, w)))
+    else:
+        batch_size = plan.batch_size(where, batch_size, n)
+        arrays = (*plan.put_state((params, model_state)), *plan.put_data(where, (x, y, w)))
+    logs = _compiled_eval(smodel, loss_fn, metric_fns, batch_size, plan)(*arrays)
     return {k: float(v) for k, v in logs.items()}
 
 
@@ -1203,6 +1261,8 @@ def predict(
     batch_size: int = 1024,
     model_state: State | None = None,
     steps: int | None = None,
+    mesh: Mesh | str | None = None,
+    param_sharding: str | None = None,
 ) -> np.ndarray:
     """Outputs of ``model`` for every row of ``x``, in evaluation mode.
 
@@ -1223,6 +1283,10 @@ def predict(
       batch_size: rows per device call (arrays only).
       model_state: required for stateful models.
       steps: for a stream, the most batches to take (needed when infinite).
+      mesh: split each batch over a mesh's data axis, as in :func:`fit`
+        (``batch_size`` is then the global rows per call). In a multi-process
+        run ``x`` is this process's rows, and so is the result.
+      param_sharding: ``"replicated"`` or ``"fsdp"``, as in :func:`fit`.
 
     Returns:
       A numpy array with one output row per input row (a pytree of them for
@@ -1239,9 +1303,12 @@ def predict(
 
     where = "predict"
     _check_layer(model, f"{where}: model: ")
+    plan = _distributed._plan(where, mesh, param_sharding)
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
     source = _stream_source(where, x, steps, arity=1)
+    if source is not None and plan is not None:
+        raise ValueError(f"{where}: a stream of batches cannot be combined with mesh= yet.")
     if source is not None:
         from jnn._stream import predict_stream
 
@@ -1255,9 +1322,18 @@ def predict(
         )  # fmt: skip
     x = as_host_array(where, "x", x)
     n = x.shape[0]
-    batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
+    batch_size = check_positive_int(where, "batch_size", batch_size)
     if params is None:
         raise TypeError(f"{where}: params is None; pass the params from model.init(key, shape).")
+    put, fetch = jax.device_put, functools.partial(jax.tree.map, np.asarray)
+    if plan is None:
+        batch_size = min(batch_size, n)
+    else:  # batch_size is global: each process feeds its share of every call
+        total = plan.global_rows(where, n)
+        batch_size = plan.batch_size(where, min(batch_size, total), total)
+        batch_size //= jax.process_count()
+        params, model_state = plan.put_state((params, model_state))
+        put, fetch = (lambda xb: plan.put_data(where, [xb])[0]), plan.to_local
     forward = _compiled_forward(smodel)
     xb = jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype)
     _traced(where, smodel, params, model_state, x.shape[1:], forward, xb)
@@ -1266,12 +1342,12 @@ def predict(
         xb = x[i : i + batch_size]
         if xb.shape[0] < batch_size:
             xb = np.concatenate([xb, np.zeros((batch_size - xb.shape[0], *x.shape[1:]), x.dtype)])
-        return forward(params, model_state, jax.device_put(xb))
+        return forward(params, model_state, put(xb))
 
     outputs, pending = [], batch(0)
     for i in range(batch_size, n + batch_size, batch_size):
         nxt = batch(i) if i < n else None  # dispatch the next batch before waiting
-        outputs.append(jax.tree.map(np.asarray, pending))
+        outputs.append(fetch(pending))
         pending = nxt
     rows = [
         jax.tree.map(lambda o, k=k: o[: min(batch_size, n - k)], out)

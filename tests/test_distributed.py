@@ -1,0 +1,190 @@
+"""jnn.distributed and fit/evaluate/predict(mesh=...).
+
+The multi-device and multi-process checks run in subprocesses (4 forced CPU
+devices; two processes joined by jax.distributed on 127.0.0.1), so the rest of
+the suite keeps its single device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jnn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "_distributed_worker.py")
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from _distributed_worker import SEED_NET_FIT, seed_problem  # noqa: E402
+
+TIMEOUT = 120  # seconds, per subprocess: a hang fails the test instead of the suite
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **extra)
+    return env
+
+
+def _close(a, b, tol=1e-5):
+    """Trees equal to ``tol``; JSON lists (from the subprocesses) count as leaves."""
+
+    def close(u, v):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=tol, atol=tol)
+
+    jax.tree.map(close, a, b, is_leaf=lambda v: isinstance(v, list))
+
+
+# --------------------------------------------------------------------------- one device
+
+
+def test_mesh_on_one_device_matches_no_mesh():
+    model, params, x, y = seed_problem()
+    kw = dict(SEED_NET_FIT, key=jax.random.key(1))
+    ref = jnn.fit(model, params, (x, y), **kw)
+    res = jnn.fit(model, params, (x, y), mesh="auto", param_sharding="fsdp", **kw)
+    _close(ref.params, res.params, 1e-6)
+    assert res.history == pytest.approx(ref.history)
+    assert jnn.evaluate(model, res.params, (x, y), loss="bce", mesh="auto") == pytest.approx(
+        jnn.evaluate(model, ref.params, (x, y), loss="bce")
+    )
+    pred = jnn.predict(model, res.params, x, batch_size=24, mesh="auto")
+    np.testing.assert_allclose(pred, jnn.predict(model, ref.params, x), atol=1e-6)
+    # What comes back is ordinary arrays: they compose with jit and grad.
+    g = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, x))))(res.params)
+    assert jax.tree.structure(g) == jax.tree.structure(params)
+    assert np.isfinite(np.asarray(g["dense_0"]["w"])).all()
+
+
+def test_bad_mesh_arguments_are_clear_errors():
+    model, params, x, y = seed_problem()
+    kw = dict(SEED_NET_FIT, key=jax.random.key(1))
+    with pytest.raises(TypeError, match=r"jax\.sharding\.Mesh"):
+        jnn.fit(model, params, (x, y), mesh=jax.devices(), **kw)
+    with pytest.raises(ValueError, match="'auto'"):
+        jnn.predict(model, params, x, mesh="all")
+    with pytest.raises(ValueError, match="needs a mesh"):
+        jnn.fit(model, params, (x, y), param_sharding="fsdp", **kw)
+    with pytest.raises(ValueError, match="'replicated' or 'fsdp'"):
+        jnn.evaluate(model, params, (x, y), loss="bce", mesh="auto", param_sharding="zero3")
+    mesh2d = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("a", "b"))
+    with pytest.raises(ValueError, match="axis named 'data'"):
+        jnn.fit(model, params, (x, y), mesh=mesh2d, **kw)
+
+
+def test_fsdp_rule_and_helpers():
+    from jax.sharding import PartitionSpec as P
+
+    from jnn.distributed import _fsdp_spec
+
+    assert _fsdp_spec((12, 16), 4, "data") == P(None, "data")  # the largest divisible axis
+    assert _fsdp_spec((10, 10), 4, "data") == P()  # none divides: replicated
+    assert _fsdp_spec((), 4, "data") == P()
+    assert _fsdp_spec((8,), 1, "data") == P()
+    np.testing.assert_array_equal(jnn.distributed.process_shard(np.arange(10)), np.arange(10))
+    tree = {"w": jnp.ones((3, 2)), "k": jax.random.key(0)}
+    placed = jnn.distributed.shard_params(tree, jnn.distributed.make_mesh(), fsdp=True)
+    got = jnn.distributed.gather(placed)
+    np.testing.assert_array_equal(got["w"], np.ones((3, 2)))
+    np.testing.assert_array_equal(got["k"], jax.random.key_data(jax.random.key(0)))
+
+
+# --------------------------------------------------------------------------- 4 devices
+
+
+def test_four_devices_data_parallel_and_fsdp(tmp_path):
+    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    proc = subprocess.run(
+        [sys.executable, WORKER, "devices", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads((tmp_path / "devices.json").read_text())
+    for ps in ("replicated", "fsdp"):
+        _close(rep[ps]["params"], rep["ref"]["params"])
+        for k, v in rep["ref"]["history"].items():
+            np.testing.assert_allclose(rep[ps]["history"][k], v, rtol=1e-5, atol=1e-6)
+        assert rep[ps]["evaluate"] == pytest.approx(rep["ref_evaluate"], rel=1e-5)
+        np.testing.assert_allclose(rep[ps]["predict"], rep["ref_predict"], atol=1e-5)
+    replicated = rep["replicated"]["shards"]["params"]
+    assert replicated["dense_0"]["w"] == {
+        "spec": [],
+        "shard_shapes": [[12, 16]] * 4,
+        "devices": 4,
+    }
+    fsdp = rep["fsdp"]["shards"]
+    # Each device holds a quarter of every divisible leaf, params and Adam moments alike.
+    for tree in (fsdp["params"], fsdp["mu"]):
+        assert tree["dense_0"]["w"]["shard_shapes"] == [[12, 4]] * 4
+        assert tree["dense_0"]["w"]["devices"] == 4
+        assert tree["dense_1"]["w"]["shard_shapes"] == [[4, 8]] * 4
+        assert tree["dense_1"]["b"]["shard_shapes"] == [[2]] * 4
+        assert tree["dense_2"]["b"]["spec"] == []  # (1,): replicated
+    assert "multiple of the 4 devices" in rep["bad_batch_error"]
+    assert rep["hlo_has_all_reduce"]
+
+
+# --------------------------------------------------------------------------- 2 processes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_agree_with_one(tmp_path):
+    model, params, x, y = seed_problem()
+    # A single-process checkpoint for the two processes to restore and train on.
+    with open(tmp_path / "single.msgpack", "wb") as f:
+        f.write(flax.serialization.to_bytes(params))
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, "process", str(pid), str(port), str(tmp_path)],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    logs = []
+    try:  # the single-process reference, computed while the two processes run
+        ref = jnn.fit(model, params, (x, y), key=jax.random.key(1), **SEED_NET_FIT)
+        more = jnn.fit(model, params, (x, y), key=jax.random.key(2), **SEED_NET_FIT | {"epochs": 1})
+        ref_eval = jnn.evaluate(model, ref.params, (x, y), loss="bce")
+        ref_pred = jnn.predict(model, ref.params, x)
+        for p in procs:
+            logs.append(p.communicate(timeout=TIMEOUT)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(s[-2000:] for s in logs)
+
+    reports = [json.loads((tmp_path / f"process{i}.json").read_text()) for i in (0, 1)]
+    # The multi-process checkpoint restores here, in one process, to the same params.
+    with open(tmp_path / "multi.msgpack", "rb") as f:
+        restored = flax.serialization.from_bytes(params, f.read())
+    _close(restored, ref.params)
+    for pid, rep in enumerate(reports):
+        for k, v in ref.history.items():
+            np.testing.assert_allclose(rep["history"][k], v, rtol=1e-5)
+        assert rep["evaluate"] == pytest.approx(ref_eval, rel=1e-5)
+        np.testing.assert_allclose(rep["predict"], ref_pred[pid * 32 : (pid + 1) * 32], atol=1e-5)
+        _close(rep["more"], more.params)
+        assert rep["more_specs"]["dense_0"]["w"] == ["data"]  # FSDP across hosts

@@ -60,8 +60,6 @@ def _sigmoid_jvp(primals, tangents):
     return s, slope * dx
 
 
-#: Activation functions by name, for ``Dense(..., activation=name)`` and
-#: :func:`Activation`. All are ``jax.nn``'s except ``"sigmoid"`` (:func:`sigmoid`).
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "linear": lambda x: x,
     "relu": jax.nn.relu,
@@ -84,6 +82,10 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "hard_sigmoid": jax.nn.hard_sigmoid,
     "log_sigmoid": jax.nn.log_sigmoid,
 }
+"""Activation functions by name, for ``Dense(..., activation=name)`` and :func:`Activation`.
+
+All are ``jax.nn``'s (or ``jnp.tanh``) except ``"sigmoid"``, which is :func:`sigmoid`.
+"""
 
 
 def get_activation(activation: ActivationLike) -> Callable[[Array], Array]:

@@ -12,7 +12,10 @@ literal block. This extension rewrites them when mkdocstrings loads the package:
   link to itself, which autorefs reports as unresolved: ``mkdocs build
   --strict`` fails on a broken reference.
 - ``:math:`x``` becomes ``$x$`` and ``.. math:: x`` a ``$$`` block (arithmatex).
-- An ``Example:`` section becomes ``Examples:``, so doctests render as code.
+- An ``Example:`` section becomes ``Examples:``, so doctests render as code;
+  a doctest outside such a section is fenced as a ``pycon`` block.
+- ``a, b: text`` in ``Args:`` (parameters described together) becomes one
+  entry per parameter, as griffe expects.
 - A trailing ``::`` becomes ``:`` (the indented block after it is code already).
 """
 
@@ -26,6 +29,7 @@ import griffe
 _ROLE = re.compile(r":(?:func|class|mod|meth|attr|data|exc|obj):`(~?)([\w.]+)`")
 _MATH = re.compile(r":math:`([^`]+)`")
 _MATH_BLOCK = re.compile(r"^(\s*)\.\. math::\s*(.*)$")
+_GROUPED = re.compile(r"^(\s+)(\*{0,2}\w+(?:\s*,\s*\*{0,2}\w+)+):\s*(.*)$")
 _EXTERNAL = ("jax", "jnp", "optax", "flax", "chex", "numpy", "np", "typing", "collections")
 
 
@@ -50,10 +54,64 @@ def convert(text: str, scope: griffe.Object, pkg: griffe.Module) -> str:
     # Google style's "Examples:" section renders doctests as code; "Example:"
     # (jnn's spelling, as in Google's style guide) would be a plain admonition.
     text = re.sub(r"^(\s*)Example:$", r"\1Examples:", text, flags=re.MULTILINE)
+    text = _fence_loose_doctests(text)
+    text = _expand_grouped_args(text)
     text = _math_blocks(text)
     text = _MATH.sub(lambda m: f"${m.group(1)}$", text)
     text = _ROLE.sub(lambda m: _link(m.group(2), m.group(1) == "~", scope, pkg), text)
     return re.sub(r"(\S)::$", r"\1:", text, flags=re.MULTILINE)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _fence_loose_doctests(text: str) -> str:
+    """Fence doctests that stand outside an ``Examples:`` section (else Markdown reads them)."""
+    lines, out, section = text.splitlines(), [], None  # section: indent of "Examples:"
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.strip() and section is not None and _indent(line) <= section:
+            section = None
+        if line.strip() in ("Examples:", "Example:"):
+            section = _indent(line)
+        if section is None and line.lstrip().startswith(">>>"):
+            pad = " " * _indent(line)
+            out.append(f"{pad}```pycon")
+            while i < len(lines) and lines[i].strip():
+                out.append(lines[i])
+                i += 1
+            out.append(f"{pad}```")
+            continue
+        out.append(line)
+        i += 1
+    return "\n".join(out)
+
+
+def _expand_grouped_args(text: str) -> str:
+    """``a, b: text`` in an ``Args:`` section becomes ``a: text`` and ``b: text``."""
+    lines, out, section = text.splitlines(), [], None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.strip() and section is not None and _indent(line) <= section:
+            section = None
+        if line.strip() in ("Args:", "Arguments:", "Parameters:"):
+            section = _indent(line)
+        m = _GROUPED.match(line) if section is not None else None
+        if m is None:
+            out.append(line)
+            i += 1
+            continue
+        pad, names, rest = m.group(1), m.group(2), m.group(3)
+        body, i = [], i + 1
+        while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) > len(pad)):
+            body.append(lines[i])
+            i += 1
+        for name in (n.strip() for n in names.split(",")):
+            out += [f"{pad}{name}: {rest}", *body]
+    return "\n".join(out)
 
 
 def _math_blocks(text: str) -> str:

@@ -177,7 +177,8 @@ def test_public_names_are_documented(qualname, obj):
     assert doc.strip(), f"{qualname} has no docstring."
     assert doc.splitlines()[0].strip(), f"{qualname}: the docstring must open with a summary line."
     if inspect.isclass(obj):
-        assert ">>>" in doc, f"{qualname}: add an Example that runs (a doctest)."
+        if not issubclass(obj, Exception):  # an exception's summary says when it is raised
+            assert ">>>" in doc, f"{qualname}: add an Example that runs (a doctest)."
         return
     if qualname in PROPERTIES:
         return  # a property's summary line is its documentation
@@ -189,7 +190,12 @@ def test_public_names_are_documented(qualname, obj):
     if params:
         assert "Args:" in doc, f"{qualname}: document its parameters in an Args: section."
         args = _section(doc, "Args")
-        undocumented = [p for p in params if not re.search(rf"^\s*\**{p}\b[^:\n]*:", args, re.M)]
+        # "name: text", or several described together: "a, b: text".
+        undocumented = [
+            p
+            for p in params
+            if not re.search(rf"^\s*([\w*]+\s*,\s*)*\**{p}\b[\w\s,*]*:", args, re.M)
+        ]
         assert undocumented == [], f"{qualname}: Args: does not describe {undocumented}."
     if inspect.signature(fn).return_annotation not in (None, "None"):
         assert "Returns:" in doc, f"{qualname}: say what it returns in a Returns: section."

@@ -20,6 +20,7 @@ from sklearn.model_selection import train_test_split
 import jnn
 
 
+# --8<-- [start:load_data]
 def load_data(seed: int = 0):
     """Standardized 10 "mean" features, 0/1 labels of shape (N, 1), a stratified split."""
     data = load_breast_cancer()
@@ -30,6 +31,9 @@ def load_data(seed: int = 0):
     )
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
     return (x_train - mean) / std, (x_test - mean) / std, y_train, y_test
+
+
+# --8<-- [end:load_data]
 
 
 def main(epochs: int = 60, out: str = "artifacts/quickstart.png", verbose: int = 2) -> float:

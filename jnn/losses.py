@@ -85,6 +85,19 @@ def mae(
 ) -> Array:
     r"""Mean absolute error, :math:`\frac{1}{N}\sum_i |\hat y_i - y_i|`.
 
+    Args:
+      pred: predictions, any shape.
+      target: targets, the same shape as ``pred``.
+      weights: optional per-example weights, shaped like the loss values' leading axes.
+      mask: optional per-example 0/1 (or bool) mask, likewise.
+      reduction: ``"mean"`` (weighted mean), ``"sum"`` or ``"none"``.
+
+    Returns:
+      A scalar (or the unreduced values for ``reduction="none"``).
+
+    Raises:
+      ValueError: if the shapes differ.
+
     Example:
       >>> import jax.numpy as jnp, jnn
       >>> jnn.losses.mae(jnp.array([1.0, -2.0]), jnp.array([0.0, 0.0]))
@@ -119,7 +132,15 @@ def bce(
     Args:
       probs: predicted probabilities in [0, 1].
       labels: targets in [0, 1] (0/1 or soft), the same shape as ``probs``.
-      weights, mask, reduction: as in :func:`mse`.
+      weights: optional per-example weights, shaped like the loss values' leading axes.
+      mask: optional per-example 0/1 (or bool) mask, likewise.
+      reduction: ``"mean"`` (weighted mean), ``"sum"`` or ``"none"``.
+
+    Returns:
+      A scalar (or the unreduced values for ``reduction="none"``).
+
+    Raises:
+      ValueError: if the shapes differ.
 
     Example:
       >>> import jax.numpy as jnp, jnn
@@ -146,6 +167,19 @@ def bce_with_logits(
 
     using ``log(1 - sigmoid(z)) = log_sigmoid(-z)`` (optax's
     ``sigmoid_binary_cross_entropy``): no ``exp`` overflows, no ``log(0)``.
+
+    Args:
+      logits: unnormalized scores ``z``, any shape.
+      labels: targets in [0, 1] (0/1 or soft), the same shape as ``logits``.
+      weights: optional per-example weights, shaped like the loss values' leading axes.
+      mask: optional per-example 0/1 (or bool) mask, likewise.
+      reduction: ``"mean"`` (weighted mean), ``"sum"`` or ``"none"``.
+
+    Returns:
+      A scalar (or the unreduced values for ``reduction="none"``).
+
+    Raises:
+      ValueError: if the shapes differ.
 
     Example:
       >>> import jax.numpy as jnp, jnn
@@ -179,7 +213,12 @@ def cross_entropy(
       logits: ``(..., C)`` unnormalized scores.
       labels: integer class ids of shape ``(...)`` (``logits.shape[:-1]``), or
         one-hot / soft labels of shape ``(..., C)``.
-      weights, mask, reduction: as in :func:`mse`, shaped like ``(...)``.
+      weights: optional per-example weights of shape ``(...)``.
+      mask: optional per-example 0/1 (or bool) mask of shape ``(...)``.
+      reduction: ``"mean"`` (weighted mean), ``"sum"`` or ``"none"``.
+
+    Returns:
+      A scalar (or the unreduced values, shaped ``(...)``, for ``reduction="none"``).
 
     Raises:
       ValueError: for labels of any other shape, or integer labels outside
@@ -218,6 +257,16 @@ def categorical_crossentropy(
     Args:
       probs: ``(..., C)`` probabilities.
       labels: integer class ids ``(...)`` or one-hot ``(..., C)``.
+      weights: optional per-example weights of shape ``(...)``.
+      mask: optional per-example 0/1 (or bool) mask of shape ``(...)``.
+      reduction: ``"mean"`` (weighted mean), ``"sum"`` or ``"none"``.
+
+    Returns:
+      A scalar (or the unreduced values, shaped ``(...)``, for ``reduction="none"``).
+
+    Raises:
+      ValueError: for labels of any other shape, or integer labels outside
+        ``[0, C)`` (checked outside ``jit``).
 
     Example:
       >>> import jax.numpy as jnp, jnn
@@ -258,8 +307,18 @@ LOGIT_LOSSES = frozenset({bce_with_logits, cross_entropy})
 def get(loss: str | Callable[..., Array]) -> Callable[..., Array]:
     """Resolve a loss by name (Keras's names work too), or pass a callable through.
 
+    Args:
+      loss: ``"mse"``, ``"mae"``, ``"bce"``, ``"bce_with_logits"``,
+        ``"cross_entropy"``, ``"categorical_crossentropy"`` or a Keras alias
+        (``"binary_crossentropy"``, ``"mean_squared_error"``, ...), or any
+        callable ``loss(pred, target, *, weights=None, mask=None)``.
+
+    Returns:
+      The loss function.
+
     Raises:
       ValueError: for an unknown name, suggesting the closest.
+      TypeError: for anything that is neither a name nor a callable.
 
     Example:
       >>> import jnn

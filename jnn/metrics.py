@@ -32,6 +32,19 @@ def binary_accuracy(
 
     Use ``threshold=0.5`` for probabilities and ``threshold=0.0`` for logits.
 
+    Args:
+      pred: predicted probabilities (or logits), any shape.
+      labels: 0/1 labels, the same shape as ``pred``.
+      threshold: predictions above it count as positive.
+      weights: optional per-example weights, shaped like the leading axes.
+      mask: optional per-example 0/1 (or bool) mask, likewise.
+
+    Returns:
+      The (weighted) fraction of correct predictions, a scalar in [0, 1].
+
+    Raises:
+      ValueError: if the shapes differ.
+
     Example:
       >>> import jax.numpy as jnp, jnn
       >>> jnn.metrics.binary_accuracy(jnp.array([0.9, 0.2, 0.7]), jnp.array([1, 0, 0]))
@@ -52,6 +65,18 @@ def categorical_accuracy(
     mask: ArrayLike | None = None,
 ) -> Array:
     """Fraction of ``argmax(pred, -1)`` equal to the class (integer or one-hot labels).
+
+    Args:
+      pred: ``(..., C)`` scores (probabilities or logits).
+      labels: integer class ids ``(...)`` or one-hot ``(..., C)``.
+      weights: optional per-example weights, shaped like the leading axes.
+      mask: optional per-example 0/1 (or bool) mask, likewise.
+
+    Returns:
+      The (weighted) fraction of correct predictions, a scalar in [0, 1].
+
+    Raises:
+      ValueError: for labels of any other shape, or ids outside ``[0, C)``.
 
     Example:
       >>> import jax.numpy as jnp, jnn
@@ -79,6 +104,19 @@ def accuracy(
     ``pred`` of shape ``(..., 1)`` or ``(...)`` with labels of the same shape is
     binary (thresholded at ``threshold``); ``(..., C)`` with ``C > 1`` is
     categorical (argmax). For multi-label outputs call :func:`binary_accuracy`.
+
+    Args:
+      pred: predictions, ``(..., 1)``/``(...)`` (binary) or ``(..., C)``.
+      labels: labels as :func:`binary_accuracy` or :func:`categorical_accuracy` take them.
+      threshold: the binary threshold (0.5 for probabilities, 0 for logits).
+      weights: optional per-example weights, shaped like the leading axes.
+      mask: optional per-example 0/1 (or bool) mask, likewise.
+
+    Returns:
+      The (weighted) fraction of correct predictions, a scalar in [0, 1].
+
+    Raises:
+      ValueError: if the labels do not fit the predictions.
 
     Example:
       >>> import jax.numpy as jnp, jnn
@@ -111,6 +149,13 @@ def get(metric: str | Callable[..., Array], *, from_logits: bool = False) -> Cal
       metric: a name from this module or :mod:`jnn.losses`, or a callable.
       from_logits: whether predictions are logits; binary accuracy then
         thresholds at 0 instead of 0.5.
+
+    Returns:
+      The metric function ``m(pred, target, *, weights=None, mask=None)``.
+
+    Raises:
+      ValueError: for an unknown name, suggesting the closest.
+      TypeError: for anything that is neither a name nor a callable.
 
     Example:
       >>> import jax.numpy as jnp, jnn

@@ -19,7 +19,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 import jax
 import jax.numpy as jnp
@@ -86,7 +86,30 @@ class TrainState(NamedTuple):
         model_state: State | None = None,
         learning_rate: float | None = None,
     ) -> TrainState:
-        """A fresh state: ``optimizer.init(params)``, step 0."""
+        """A fresh state: ``optimizer.init(params)``, step 0.
+
+        Args:
+          params: the model's params.
+          optimizer: an ``optax.GradientTransformation`` or a name (see
+            :func:`get_optimizer`).
+          key: the PRNG key that steps split for dropout.
+          model_state: the state of a stateful model (default ``{}``).
+          learning_rate: for an optimizer given by name.
+
+        Returns:
+          A :class:`TrainState` at step 0.
+
+        Raises:
+          ValueError: for an unknown optimizer name or a bad learning rate.
+          TypeError: if ``key`` is not a PRNG key.
+
+        Example:
+          >>> import jax, jnn
+          >>> _, params = jnn.Dense(1).init(jax.random.key(0), (-1, 2))
+          >>> state = jnn.TrainState.create(params, "adam", key=jax.random.key(1))
+          >>> int(state.step), state.model_state
+          (0, {})
+        """
         tx = get_optimizer(optimizer, learning_rate)
         return cls(
             params=params,
@@ -122,6 +145,13 @@ def get_optimizer(
     ``"adamax"``, ``"nadam"``, ``"lamb"``, ``"lion"``, with Keras's default
     learning rates when ``learning_rate`` is None. The same (name, rate) gives
     the same object, so compiled steps are reused across calls.
+
+    Args:
+      optimizer: a name or an ``optax.GradientTransformation`` (returned as is).
+      learning_rate: a positive number or an optax schedule, for a name only.
+
+    Returns:
+      The ``optax.GradientTransformation``.
 
     Raises:
       ValueError: for an unknown name (with the closest), or a
@@ -175,7 +205,7 @@ def _as_model(apply: Any, where: str) -> StatefulLayer:
     """A model, given as a layer or as a bare stateless ``apply`` function."""
     if isinstance(apply, tuple) and hasattr(apply, "init"):
         _check_layer(apply, f"{where}: ")
-        return stateful(apply)
+        return stateful(cast(AnyLayer, apply))
     if callable(apply):
         return _lift_apply(apply)
     raise TypeError(
@@ -213,7 +243,9 @@ def _metric_names(metrics: Sequence[Any]) -> list[str]:
     return names
 
 
-def _resolve_metrics(metrics: Sequence[Any], loss_fn: Callable) -> tuple[tuple[str, Callable], ...]:
+def _resolve_metrics(
+    metrics: Sequence[Any], loss_fn: Callable | None
+) -> tuple[tuple[str, Callable], ...]:
     if isinstance(metrics, (str,)) or callable(metrics):
         metrics = [metrics]
     from_logits = loss_fn in _losses.LOGIT_LOSSES
@@ -505,6 +537,14 @@ class EarlyStopping(NamedTuple):
       min_delta: the least change that counts as an improvement.
       mode: ``"min"``, ``"max"``, or ``"auto"`` (max for accuracies, else min).
       restore_best: return the state of the best epoch rather than the last.
+
+    Example:
+      >>> import jnn
+      >>> stop = jnn.EarlyStopping(monitor="val_accuracy", patience=3)
+      >>> stop.mode, stop.restore_best
+      ('auto', True)
+
+      Pass it as ``jnn.fit(..., validation_data=(x_val, y_val), early_stopping=stop)``.
     """
 
     monitor: str = "val_loss"
@@ -519,6 +559,18 @@ class Callback(Protocol):
 
     ``epoch`` counts from 0, ``logs`` maps metric names to this epoch's floats
     and ``state`` is the current :class:`TrainState`. Return ``True`` to stop.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jnn
+      >>> def stop_below(epoch, logs, state):
+      ...     return logs["loss"] < 1e-3
+      >>> model = jnn.Dense(1)
+      >>> _, params = model.init(jax.random.key(0), (-1, 2))
+      >>> x, y = jnp.ones((8, 2)), jnp.zeros((8, 1))
+      >>> res = jnn.fit(model, params, (x, y), loss="mse", optimizer="sgd", learning_rate=0.1,
+      ...               epochs=500, key=jax.random.key(1), callbacks=[stop_below], verbose=0)
+      >>> len(res.history["loss"]) < 500
+      True
     """
 
     def __call__(self, epoch: int, logs: dict[str, float], state: TrainState) -> bool | None: ...
@@ -531,6 +583,15 @@ class FitResult(NamedTuple):
       state: the final :class:`TrainState` (or the best one with early stopping).
       history: metric name -> one float per epoch (``"loss"``, ``"val_loss"``,
         ``"accuracy"``, ...).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jnn
+      >>> model = jnn.Dense(1)
+      >>> _, params = model.init(jax.random.key(0), (-1, 2))
+      >>> res = jnn.fit(model, params, (jnp.ones((4, 2)), jnp.zeros((4, 1))), loss="mse",
+      ...               epochs=2, key=jax.random.key(1), verbose=0)
+      >>> sorted(res.params), list(res.history), res.model_state
+      (['b', 'w'], ['loss'], {})
     """
 
     state: TrainState
@@ -1190,8 +1251,27 @@ def evaluate(
     batches (needed for an infinite stream). ``mesh`` and ``param_sharding``
     split batches and params as in :func:`fit` (arrays only).
 
+    Args:
+      model: a :class:`jnn.Layer` or :class:`jnn.StatefulLayer`.
+      params: its params.
+      data: ``(x, y)`` arrays with the same number of examples, or a stream of
+        ``(x, y)`` / ``(x, y, weights)`` batches as in :func:`fit`.
+      loss: a loss function or its name; optional if ``metrics`` are given.
+      metrics: names (``"accuracy"``) or functions ``m(pred, y, *, weights)``.
+      batch_size: examples per compiled step (arrays only).
+      sample_weight: optional per-example weights of shape ``(N,)``.
+      model_state: required for stateful models.
+      steps_per_call: for a stream, batches per compiled call.
+      steps: for a stream, the most batches to take (needed when infinite).
+      mesh: a mesh or ``"auto"``: split batches over its data axis, as in :func:`fit`.
+      param_sharding: ``"replicated"`` or ``"fsdp"``, as in :func:`fit`.
+
     Returns:
       A dict such as ``{"loss": 0.31, "accuracy": 0.9}``.
+
+    Raises:
+      TypeError / ValueError: for bad data, bad sizes, unknown names, or
+        neither a loss nor metrics, all before compiling.
 
     Example:
       >>> import jax, jax.numpy as jnp, jnn
@@ -1221,7 +1301,7 @@ def evaluate(
         smodel,
         params,
         model_state,
-        loss_fn or (lambda p, t, weights: 0.0),
+        loss_fn or (lambda p, t, weights: jnp.zeros(())),
         metric_fns,
         x,
         y,

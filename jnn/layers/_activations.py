@@ -28,9 +28,18 @@ EPS = 1e-7
 def sigmoid(x: Array) -> Array:
     """``jax.nn.sigmoid`` with a gradient that never underflows to exactly zero.
 
-    The derivative is ``max(s * (1 - s), EPS * (1 - EPS))``: identical to the
-    true one wherever ``s`` is inside ``[EPS, 1 - EPS]``. See the module
-    docstring for why (BCE on saturated sigmoid outputs).
+    The derivative is ``max(s * (1 - s), EPS * (1 - EPS))`` with ``EPS = 1e-7``:
+    identical to the true one wherever ``s`` is inside ``[EPS, 1 - EPS]``.
+    Together with :func:`jnn.losses.bce`, which clips probabilities to the same
+    ``[EPS, 1 - EPS]``, a sigmoid output trained with BCE keeps a logit
+    gradient of about ``p - y`` at saturation, where ``jax.nn.sigmoid``'s
+    derivative is exactly 0 in float32.
+
+    Args:
+      x: logits, any shape.
+
+    Returns:
+      ``1 / (1 + exp(-x))``, elementwise.
 
     Example:
       >>> import jax, jnn
@@ -73,10 +82,21 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "hard_sigmoid": jax.nn.hard_sigmoid,
     "log_sigmoid": jax.nn.log_sigmoid,
 }
+"""Activation functions by name, for ``Dense(..., activation=name)`` and :func:`Activation`.
+
+All are ``jax.nn``'s (or ``jnp.tanh``) except ``"sigmoid"``, which is :func:`sigmoid`.
+"""
 
 
 def get_activation(activation: ActivationLike) -> Callable[[Array], Array]:
     """Resolve an activation given by name, as a callable, or ``None`` (identity).
+
+    Args:
+      activation: a key of :data:`ACTIVATIONS`, any callable (returned as
+        is), or ``None`` for the identity.
+
+    Returns:
+      The elementwise function ``f(x) -> y``.
 
     Raises:
       ValueError: for an unknown name, listing the known ones and the closest.
@@ -123,6 +143,17 @@ def _elementwise(fn: Callable[[Array], Array], kind: str) -> Layer:
 def Activation(activation: ActivationLike) -> Layer:
     """A parameter-free layer applying ``activation`` (a name or a callable).
 
+    Args:
+      activation: a name from :data:`ACTIVATIONS` (``"relu"``, ``"tanh"``,
+        ...), any callable ``f(x) -> y``, or ``None`` for the identity.
+
+    Returns:
+      A :class:`Layer` with empty params that keeps the input shape.
+
+    Raises:
+      ValueError: for an unknown name (the message lists the known ones).
+      TypeError: for anything that is neither a name, a callable nor None.
+
     Example:
       >>> import jax.numpy as jnp, jnn
       >>> layer = jnn.Activation("relu")
@@ -133,55 +164,170 @@ def Activation(activation: ActivationLike) -> Layer:
 
 
 def Relu() -> Layer:
-    """``jax.nn.relu`` as a layer."""
+    """``jax.nn.relu`` as a layer: ``max(x, 0)``.
+
+    Returns:
+      A parameter-free :class:`Layer` that keeps the input shape.
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> jnn.Relu().apply({}, jnp.array([-1.0, 2.0]))
+      Array([0., 2.], dtype=float32)
+    """
     return _elementwise(jax.nn.relu, "Relu")
 
 
 def Sigmoid() -> Layer:
-    """:func:`sigmoid` (``jax.nn.sigmoid`` value, floored gradient) as a layer."""
+    """:func:`sigmoid` (``jax.nn.sigmoid``'s value, a floored gradient) as a layer.
+
+    Returns:
+      A parameter-free :class:`Layer` that keeps the input shape.
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> jnn.Sigmoid().apply({}, jnp.array([0.0]))
+      Array([0.5], dtype=float32)
+    """
     return _elementwise(sigmoid, "Sigmoid")
 
 
 def Tanh() -> Layer:
-    """``jnp.tanh`` as a layer."""
+    """``jnp.tanh`` as a layer.
+
+    Returns:
+      A parameter-free :class:`Layer` that keeps the input shape.
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> jnn.Tanh().apply({}, jnp.array([0.0]))
+      Array([0.], dtype=float32)
+    """
     return _elementwise(jnp.tanh, "Tanh")
 
 
 def Gelu(approximate: bool = True) -> Layer:
-    """``jax.nn.gelu`` as a layer."""
+    """``jax.nn.gelu`` as a layer.
+
+    Args:
+      approximate: use the tanh approximation (``jax.nn.gelu``'s default)
+        rather than the exact ``erf`` form.
+
+    Returns:
+      A parameter-free :class:`Layer` that keeps the input shape.
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> jnn.Gelu(approximate=False).apply({}, jnp.array([0.0, 1.0]))
+      Array([0. , 0.841...], dtype=float32)
+    """
     return _elementwise(partial(jax.nn.gelu, approximate=approximate), "Gelu")
 
 
 def Elu(alpha: float = 1.0) -> Layer:
-    """``jax.nn.elu`` as a layer."""
+    """``jax.nn.elu`` as a layer: ``x`` for ``x > 0``, ``alpha * (exp(x) - 1)`` otherwise.
+
+    Args:
+      alpha: the scale of the negative part.
+
+    Returns:
+      A parameter-free :class:`Layer` that keeps the input shape.
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> jnn.Elu(alpha=2.0).apply({}, jnp.array([1.0, -100.0]))
+      Array([ 1., -2.], dtype=float32)
+    """
     return _elementwise(partial(jax.nn.elu, alpha=alpha), "Elu")
 
 
 def LeakyRelu(negative_slope: float = 0.01) -> Layer:
-    """``jax.nn.leaky_relu`` as a layer."""
+    """``jax.nn.leaky_relu`` as a layer: ``x`` for ``x >= 0``, ``negative_slope * x`` otherwise.
+
+    Args:
+      negative_slope: the slope for negative inputs.
+
+    Returns:
+      A parameter-free :class:`Layer` that keeps the input shape.
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> jnn.LeakyRelu(0.1).apply({}, jnp.array([-2.0, 3.0]))
+      Array([-0.2,  3. ], dtype=float32)
+    """
     return _elementwise(partial(jax.nn.leaky_relu, negative_slope=negative_slope), "LeakyRelu")
 
 
 def Selu() -> Layer:
-    """``jax.nn.selu`` as a layer."""
+    """``jax.nn.selu`` (scaled ELU) as a layer.
+
+    Returns:
+      A parameter-free :class:`Layer` that keeps the input shape.
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> jnn.Selu().apply({}, jnp.array([0.0, 1.0]))
+      Array([0.  , 1.0507...], dtype=float32)
+    """
     return _elementwise(jax.nn.selu, "Selu")
 
 
 def Silu() -> Layer:
-    """``jax.nn.silu`` (swish) as a layer."""
+    """``jax.nn.silu`` (swish, ``x * sigmoid(x)``) as a layer.
+
+    Returns:
+      A parameter-free :class:`Layer` that keeps the input shape.
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> jnn.Silu().apply({}, jnp.array([0.0, 1.0]))
+      Array([0.  , 0.7310...], dtype=float32)
+    """
     return _elementwise(jax.nn.silu, "Silu")
 
 
 def Softplus() -> Layer:
-    """``jax.nn.softplus`` as a layer."""
+    """``jax.nn.softplus`` (``log(1 + exp(x))``) as a layer.
+
+    Returns:
+      A parameter-free :class:`Layer` that keeps the input shape.
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> jnn.Softplus().apply({}, jnp.array([0.0]))
+      Array([0.693...], dtype=float32)
+    """
     return _elementwise(jax.nn.softplus, "Softplus")
 
 
 def Softmax(axis: int = -1) -> Layer:
-    """``jax.nn.softmax`` over ``axis`` as a layer."""
+    """``jax.nn.softmax`` over ``axis`` as a layer.
+
+    Args:
+      axis: the axis that sums to one (default: the features).
+
+    Returns:
+      A parameter-free :class:`Layer` that keeps the input shape.
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> jnn.Softmax().apply({}, jnp.array([[0.0, 0.0]]))
+      Array([[0.5, 0.5]], dtype=float32)
+    """
     return _elementwise(partial(jax.nn.softmax, axis=axis), "Softmax")
 
 
 def LogSoftmax(axis: int = -1) -> Layer:
-    """``jax.nn.log_softmax`` over ``axis`` as a layer."""
+    """``jax.nn.log_softmax`` over ``axis`` as a layer.
+
+    Args:
+      axis: the axis to normalize over (default: the features).
+
+    Returns:
+      A parameter-free :class:`Layer` that keeps the input shape.
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> jnn.LogSoftmax().apply({}, jnp.array([[0.0, 0.0]]))
+      Array([[-0.693..., -0.693...]], dtype=float32)
+    """
     return _elementwise(partial(jax.nn.log_softmax, axis=axis), "LogSoftmax")

@@ -65,6 +65,25 @@ class StatefulLayer(NamedTuple):
       apply: ``apply(params, state, x, *, key=None, train=False) -> (y, state)``.
         The returned state is the updated one in training mode and the input
         state, unchanged, in evaluation mode.
+
+    Example:
+      A running count of the examples seen, kept apart from the (empty) params:
+
+      >>> import jax, jax.numpy as jnp, jnn
+      >>> def Counter():
+      ...     def init(key, input_shape):
+      ...         return tuple(input_shape), {}, {"seen": jnp.zeros((), jnp.int32)}
+      ...     def apply(params, state, x, *, key=None, train=False):
+      ...         seen = state["seen"] + x.shape[0] if train else state["seen"]
+      ...         return x, {"seen": seen}
+      ...     return jnn.StatefulLayer(init, apply)
+      >>> model = jnn.serial(jnn.Dense(2), Counter())
+      >>> jnn.is_stateful(model)
+      True
+      >>> shape, params, state = model.init(jax.random.key(0), (-1, 3))
+      >>> y, state = model.apply(params, state, jnp.ones((4, 3)), train=True)
+      >>> state["counter_0"]["seen"]
+      Array(4, dtype=int32)
     """
 
     init: Callable[..., tuple[Shape, Params, State]]
@@ -76,6 +95,12 @@ AnyLayer = Layer | StatefulLayer
 
 def is_stateful(layer: AnyLayer) -> bool:
     """Whether ``layer`` carries state apart from its params.
+
+    Args:
+      layer: a :class:`Layer` or :class:`StatefulLayer`.
+
+    Returns:
+      True for a :class:`StatefulLayer` (whose ``init`` also returns state).
 
     Example:
       >>> import jnn
@@ -90,6 +115,16 @@ def stateful(layer: AnyLayer) -> StatefulLayer:
 
     A stateful layer is returned unchanged. This is how combinators and
     :func:`jnn.fit` treat every model uniformly.
+
+    Args:
+      layer: a :class:`Layer` or :class:`StatefulLayer`.
+
+    Returns:
+      A :class:`StatefulLayer`; for a plain layer its state is ``{}``. Lifting
+      one layer twice gives the same object (so compiled steps are reused).
+
+    Raises:
+      TypeError: if ``layer`` is not a jnn layer.
 
     Example:
       >>> import jax, jax.numpy as jnp, jnn
@@ -160,7 +195,7 @@ def split_key(key: PRNGKey | None, n: int, where: str = "layer") -> list[PRNGKey
     return list(jax.random.split(check_key(where, key), n))
 
 
-def normalize_shape(name: str, input_shape: Any) -> Shape:
+def normalize_shape(name: str, input_shape: Any) -> tuple[int, ...]:
     """Validate an ``input_shape`` given to ``init``; ``None`` dims become ``-1``."""
     try:
         dims = tuple(input_shape)

@@ -31,7 +31,7 @@ def _finish(kind: str, init: Callable, apply: Callable, children: Sequence[AnyLa
     if any(is_stateful(c) for c in children):
         layer: AnyLayer = StatefulLayer(init, apply)
     else:
-        empty_state = {name: {} for name in child_names(children)}
+        empty_state: State = {name: {} for name in child_names(children)}
 
         def stateless_init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
             out_shape, params, _ = init(key, input_shape)
@@ -70,6 +70,16 @@ def serial(*layers: AnyLayer) -> AnyLayer:
     Params (and state, for stateful models) are dicts keyed by child name,
     ``"<kind>_<i>"`` counted per kind, e.g. ``{"dense_0": ..., "dense_1": ...}``.
     ``apply`` splits ``key`` into one subkey per child.
+
+    Args:
+      *layers: the layers, applied first to last.
+
+    Returns:
+      A :class:`Layer`, or a :class:`StatefulLayer` if any child is stateful.
+
+    Raises:
+      ValueError: if no layer is given.
+      TypeError: if an argument is not a layer (e.g. ``jnn.Relu`` uncalled).
 
     Example:
       >>> import jax, jax.numpy as jnp, jnn
@@ -111,6 +121,18 @@ def parallel(*layers: AnyLayer) -> AnyLayer:
     Combine with :func:`FanOut` and :func:`FanInSum` / :func:`FanInConcat` to
     build branches.
 
+    Args:
+      *layers: one layer per branch.
+
+    Returns:
+      A layer whose ``init`` takes a tuple of input shapes and whose ``apply``
+      takes a tuple of inputs, returning a tuple; params are keyed like
+      :func:`serial`'s. Stateful if any child is.
+
+    Raises:
+      ValueError: if no layer is given, or (from ``init``/``apply``) if the
+        input is not a tuple with one element per branch.
+
     Example:
       >>> import jax, jax.numpy as jnp, jnn
       >>> block = jnn.serial(jnn.FanOut(2), jnn.parallel(jnn.Dense(3), jnn.Dense(3)),
@@ -120,7 +142,7 @@ def parallel(*layers: AnyLayer) -> AnyLayer:
     """
     names, children = _children("parallel", layers)
 
-    def init(key: PRNGKey, input_shape: Sequence[Shape]) -> tuple[Shape, Params, State]:
+    def init(key: PRNGKey, input_shape: Sequence[Shape]) -> tuple[tuple[Shape, ...], Params, State]:
         shapes = _tuple_of(len(children), input_shape, "parallel.init: input_shape")
         params, state, out = {}, {}, []
         for name, layer, k, s in zip(
@@ -148,7 +170,12 @@ def parallel(*layers: AnyLayer) -> AnyLayer:
 def residual(*layers: AnyLayer) -> AnyLayer:
     """``x + f(x)`` where ``f = serial(*layers)``; ``f`` must keep the shape.
 
-    Params are ``f``'s (keyed like :func:`serial`'s).
+    Args:
+      *layers: the branch ``f``, composed with :func:`serial`.
+
+    Returns:
+      A layer with ``f``'s params (keyed like :func:`serial`'s); stateful if
+      any child is.
 
     Raises:
       ValueError: from ``init``, if ``f`` changes the shape (no broadcasting).
@@ -180,11 +207,26 @@ def residual(*layers: AnyLayer) -> AnyLayer:
 
 
 def FanOut(num: int) -> Layer:
-    """Copy the input into a tuple of ``num`` identical branches."""
+    """Copy the input into a tuple of ``num`` identical branches.
+
+    Args:
+      num: the number of branches.
+
+    Returns:
+      A parameter-free :class:`Layer` mapping ``x`` to ``(x,) * num``.
+
+    Raises:
+      ValueError: if ``num`` is not a positive int.
+
+    Example:
+      >>> import jax, jnn
+      >>> jnn.FanOut(2).init(jax.random.key(0), (-1, 3))[0]
+      ((-1, 3), (-1, 3))
+    """
     if not isinstance(num, int) or num < 1:
         raise ValueError(f"FanOut: num must be a positive int, got {num!r}.")
 
-    def init(key: PRNGKey, input_shape: Shape) -> tuple[tuple[Shape, ...], Params]:
+    def init(key: PRNGKey, input_shape: Shape) -> tuple[Any, Params]:
         del key
         return (tuple(input_shape),) * num, {}
 
@@ -196,7 +238,19 @@ def FanOut(num: int) -> Layer:
 
 
 def FanInSum() -> Layer:
-    """Sum a tuple of same-shaped inputs (shapes must match exactly)."""
+    """Sum a tuple of same-shaped inputs (shapes must match exactly).
+
+    Returns:
+      A parameter-free :class:`Layer` mapping ``(x1, x2, ...)`` to ``x1 + x2 + ...``.
+
+    Raises:
+      ValueError: from ``init`` or ``apply``, if the shapes differ (no broadcasting).
+
+    Example:
+      >>> import jax.numpy as jnp, jnn
+      >>> jnn.FanInSum().apply({}, (jnp.ones(2), jnp.ones(2)))
+      Array([2., 2.], dtype=float32)
+    """
 
     def init(key: PRNGKey, input_shape: Sequence[Shape]) -> tuple[Shape, Params]:
         del key
@@ -216,7 +270,22 @@ def FanInSum() -> Layer:
 
 
 def FanInConcat(axis: int = -1) -> Layer:
-    """Concatenate a tuple of inputs along ``axis`` (default: features)."""
+    """Concatenate a tuple of inputs along ``axis`` (default: features).
+
+    Args:
+      axis: the axis to concatenate along.
+
+    Returns:
+      A parameter-free :class:`Layer`.
+
+    Raises:
+      ValueError: from ``init``, if the shapes differ off the concatenation axis.
+
+    Example:
+      >>> import jax, jnn
+      >>> jnn.FanInConcat().init(jax.random.key(0), ((-1, 3), (-1, 5)))[0]
+      (-1, 8)
+    """
 
     def init(key: PRNGKey, input_shape: Sequence[Shape]) -> tuple[Shape, Params]:
         del key

@@ -96,6 +96,13 @@ def Flatten(ndim: int | None = None) -> Layer:
         ``ndim`` to support extra leading batch axes or ``vmap`` over single
         examples: ``Flatten(3)`` maps ``(..., H, W, C) -> (..., H*W*C)``.
 
+    Returns:
+      A parameter-free :class:`Layer`.
+
+    Raises:
+      ValueError: if ``ndim`` is not a positive int or None; from ``init`` or
+        ``apply``, if the input has too few axes or unknown flattened axes.
+
     Example:
       >>> import jax, jax.numpy as jnp, jnn
       >>> jnn.Flatten().init(jax.random.key(0), (-1, 8, 8, 3))[0]
@@ -140,6 +147,9 @@ def Dropout(rate: float) -> Layer:
       rate: the probability of DROPPING each element, in ``[0, 1)`` (Keras's
         meaning; stax's ``rate`` was the keep probability).
 
+    Returns:
+      A parameter-free :class:`Layer` that keeps the input shape.
+
     Raises:
       ValueError: if ``rate`` is outside ``[0, 1)``; from ``apply``, if called
         with ``train=True`` and no ``key``.
@@ -183,6 +193,9 @@ def Dropout(rate: float) -> Layer:
 
 def Identity() -> Layer:
     """The identity layer (no params).
+
+    Returns:
+      A :class:`Layer` whose ``apply`` returns its input.
 
     Example:
       >>> import jax.numpy as jnp, jnn

@@ -1,0 +1,210 @@
+"""The public surface of jnn, pinned: removing or renaming a public name fails here.
+
+To add a public name, append it to its module's list in ``PUBLIC`` (and give it
+a docstring: a summary line, Args / Returns, and an Example that runs). To add
+a public module (``jnn/<name>.py`` or a package without a leading underscore),
+give it an ``__all__`` and append an entry for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import jnn
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PUBLIC: dict[str, list[str]] = {
+    "jnn": [
+        # layers and combinators
+        "Activation", "Dense", "Dropout", "Elu", "FanInConcat", "FanInSum", "FanOut",
+        "Flatten", "Gelu", "Identity", "Layer", "LeakyRelu", "LogSoftmax", "Relu", "Selu",
+        "Sigmoid", "Silu", "Softmax", "Softplus", "StatefulLayer", "Tanh", "is_stateful",
+        "parallel", "residual", "serial", "stateful",
+        # training
+        "Callback", "EarlyStopping", "FitResult", "TrainState", "evaluate", "fit",
+        "get_optimizer", "make_train_step", "predict",
+        # modules and metadata
+        "layers", "losses", "metrics", "__version__",
+    ],
+    "jnn.layers": [
+        "ACTIVATIONS", "Activation", "Dense", "Dropout", "Elu", "FanInConcat", "FanInSum",
+        "FanOut", "Flatten", "Gelu", "Identity", "Layer", "LeakyRelu", "LogSoftmax", "Relu",
+        "Selu", "Sigmoid", "Silu", "Softmax", "Softplus", "StatefulLayer", "Tanh",
+        "get_activation", "is_stateful", "parallel", "residual", "serial", "sigmoid",
+        "stateful",
+    ],
+    "jnn.losses": [
+        "bce", "bce_with_logits", "categorical_crossentropy", "cross_entropy", "get", "mae",
+        "mse",
+    ],
+    "jnn.metrics": ["accuracy", "binary_accuracy", "categorical_accuracy", "get"],
+    "jnn.train": [
+        "Callback", "EarlyStopping", "FitResult", "TrainState", "evaluate", "fit",
+        "get_optimizer", "make_train_step", "predict",
+    ],
+}  # fmt: skip
+
+
+PROPERTIES: set[str] = set()  # qualified names of public properties, filled below
+METHODS: set[str] = set()  # and of public methods
+
+
+def public_submodules() -> list[str]:
+    """``jnn.<name>`` for every module or package of jnn without a leading underscore."""
+    return sorted(
+        f"jnn.{m.name}" for m in pkgutil.iter_modules(jnn.__path__) if not m.name.startswith("_")
+    )
+
+
+def public_objects() -> list[tuple[str, object]]:
+    """``("module.name", obj)`` for every documented kind of public object, once each."""
+    seen: dict[int, tuple[str, object]] = {}
+    for modname in sorted(set(PUBLIC) | set(public_submodules())):
+        module = importlib.import_module(modname)
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name, None)
+            if inspect.isfunction(obj) or inspect.isclass(obj) or _is_wrapped_function(obj):
+                seen.setdefault(id(obj), (f"{modname}.{name}", obj))
+                if inspect.isclass(obj):
+                    for attr, member in _own_methods(obj):
+                        qualname = f"{modname}.{name}.{attr}"
+                        if f"{obj.__module__}.{obj.__qualname__}.{attr}" in PROPERTIES:
+                            PROPERTIES.add(qualname)
+                        METHODS.add(qualname)
+                        seen.setdefault(id(member), (qualname, member))
+    return sorted(seen.values(), key=lambda item: item[0])
+
+
+def _is_wrapped_function(obj: object) -> bool:
+    """jax.custom_jvp and friends: callables wrapping a documented Python function."""
+    return callable(obj) and inspect.isfunction(getattr(obj, "__wrapped__", None))
+
+
+def _own_methods(cls: type) -> list[tuple[str, object]]:
+    """Public methods and properties a jnn class defines itself (not tuple's, not Protocol's)."""
+    out = []
+    for attr, value in vars(cls).items():
+        if attr.startswith("_"):
+            continue
+        if isinstance(value, (classmethod, staticmethod)):
+            value = value.__func__
+        if isinstance(value, property):
+            value = value.fget
+            PROPERTIES.add(f"{cls.__module__}.{cls.__qualname__}.{attr}")
+        if inspect.isfunction(value) and value.__module__.startswith("jnn"):
+            out.append((attr, value))
+    return out
+
+
+@pytest.mark.parametrize("modname", sorted(PUBLIC))
+def test_pinned_names_are_still_exported(modname):
+    module = importlib.import_module(modname)
+    exported = set(getattr(module, "__all__", ()))
+    missing = [n for n in PUBLIC[modname] if n not in exported or not hasattr(module, n)]
+    assert not missing, f"{modname} no longer exports {missing}: a breaking change."
+
+
+@pytest.mark.parametrize("modname", public_submodules())
+def test_every_public_module_is_pinned(modname):
+    module = importlib.import_module(modname)
+    assert isinstance(getattr(module, "__all__", None), list), f"{modname} needs an __all__."
+    assert modname in PUBLIC, f"append {modname!r}: {sorted(module.__all__)} to PUBLIC."
+
+
+@pytest.mark.parametrize("modname", sorted(PUBLIC))
+def test_all_lists_real_unique_names(modname):
+    module = importlib.import_module(modname)
+    names = module.__all__
+    assert len(names) == len(set(names)), f"{modname}.__all__ has duplicates."
+    assert [n for n in names if not hasattr(module, n)] == []
+    private = [n for n in names if n.startswith("_") and n != "__version__"]
+    assert private == [], f"{modname}.__all__ exports private names {private}."
+
+
+def test_top_level_names_are_the_submodules_objects():
+    # jnn.X is the very object its home module defines (one source of truth).
+    for modname in ("jnn.layers", "jnn.train"):
+        module = importlib.import_module(modname)
+        for name in set(module.__all__) & set(jnn.__all__):
+            assert getattr(jnn, name) is getattr(module, name), name
+
+
+def test_version_lives_in_one_place():
+    from jnn._version import __version__
+
+    assert jnn.__version__ == __version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+([a-z]+\d+)?", __version__), __version__
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in config["project"]
+    assert "version" in config["project"]["dynamic"]
+    assert config["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "jnn._version.__version__"
+    }
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert f"## [{__version__}]" in changelog, "CHANGELOG.md has no entry for this version."
+
+
+def test_py_typed_marker_ships():
+    assert (ROOT / "jnn" / "py.typed").is_file()
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "py.typed" in config["tool"]["setuptools"]["package-data"]["jnn"]
+
+
+@pytest.mark.parametrize("qualname,obj", public_objects(), ids=lambda v: str(v)[:60])
+def test_public_callables_are_annotated(qualname, obj):
+    if inspect.isclass(obj):
+        return  # NamedTuple fields and Protocols carry their annotations as class attributes
+    sig = inspect.signature(getattr(obj, "__wrapped__", obj))
+    empty = inspect.Parameter.empty
+    unannotated = [
+        p.name
+        for p in sig.parameters.values()
+        if p.name not in ("self", "cls") and p.annotation is empty
+    ]
+    assert unannotated == [], f"{qualname}: parameters without annotations: {unannotated}"
+    assert sig.return_annotation is not empty, f"{qualname}: no return annotation."
+
+
+@pytest.mark.parametrize("qualname,obj", public_objects(), ids=lambda v: str(v)[:60])
+def test_public_names_are_documented(qualname, obj):
+    doc = inspect.getdoc(obj) or ""
+    assert doc.strip(), f"{qualname} has no docstring."
+    assert doc.splitlines()[0].strip(), f"{qualname}: the docstring must open with a summary line."
+    if inspect.isclass(obj):
+        if not issubclass(obj, Exception):  # an exception's summary says when it is raised
+            assert ">>>" in doc, f"{qualname}: add an Example that runs (a doctest)."
+        return
+    if qualname in PROPERTIES:
+        return  # a property's summary line is its documentation
+    fn = getattr(obj, "__wrapped__", obj)
+    if qualname not in METHODS:  # a method is shown by its class's example
+        assert ">>>" in doc, f"{qualname}: add an Example that runs (a doctest)."
+    params = [
+        p.name for p in inspect.signature(fn).parameters.values() if p.name not in ("self", "cls")
+    ]
+    if params:
+        assert "Args:" in doc, f"{qualname}: document its parameters in an Args: section."
+        args = _section(doc, "Args")
+        # "name: text", or several described together: "a, b: text".
+        undocumented = [
+            p
+            for p in params
+            if not re.search(rf"^\s*([\w*]+\s*,\s*)*\**{p}\b[\w\s,*]*:", args, re.M)
+        ]
+        assert undocumented == [], f"{qualname}: Args: does not describe {undocumented}."
+    if inspect.signature(fn).return_annotation not in (None, "None"):
+        assert "Returns:" in doc, f"{qualname}: say what it returns in a Returns: section."
+
+
+def _section(doc: str, title: str) -> str:
+    """The text of a Google-style section, up to the next section header."""
+    match = re.search(rf"^{title}:\n(.*?)(?=^\S[^\n]*:\n|\Z)", doc, re.M | re.S)
+    return match.group(1) if match else ""

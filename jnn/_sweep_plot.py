@@ -39,8 +39,8 @@ def plot_sweep(result: Any, path: str, *, x: str | None, metric: str, log_x: boo
         lines: dict[tuple, list[int]] = {}
         for r in result.runs:
             lines.setdefault(tuple(r.hparams[n] for n in others), []).append(r.index)
-        for label_values, idx in lines.items():
-            idx = np.asarray([i for i in idx if ok[i]], dtype=int)
+        for label_values, members in lines.items():
+            idx = np.asarray([i for i in members if ok[i]], dtype=int)
             xs = np.asarray([result.runs[i].hparams[x] for i in idx], dtype=float)
             grid = np.unique(xs)
             mean = np.array([final[idx][xs == g].mean() for g in grid])

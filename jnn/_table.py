@@ -78,7 +78,7 @@ class Table:
 
     def format(self, max_rows: int = 60) -> str:
         """Aligned text; more than ``max_rows`` rows show the head and tail."""
-        rows = self.to_dicts()
+        rows: list[dict[str, Any] | None] = list(self.to_dicts())
         hidden = 0
         if len(rows) > max_rows:
             half = max_rows // 2

@@ -180,10 +180,10 @@ def save(
         raise ValueError(f"checkpoint.save: epoch must be an int >= 0, got {epoch!r}.")
     if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
         raise ValueError(f"checkpoint.save: keep must be None or an int >= 1, got {keep!r}.")
-    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+    for where, leaf in jax.tree_util.tree_leaves_with_path(state):
         if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, bool)):
             raise TypeError(
-                f"checkpoint.save: {jax.tree_util.keystr(path) or '<root>'} is a "
+                f"checkpoint.save: {jax.tree_util.keystr(where) or '<root>'} is a "
                 f"{type(leaf).__name__}; a checkpoint holds only arrays and numbers."
             )
     directory = Path(directory)

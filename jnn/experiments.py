@@ -163,7 +163,7 @@ def _check_seed(seed: Any) -> tuple[int, int]:
 class Run(NamedTuple):
     """One run of a sweep: its index, seed, hyperparameters and fold (None: all data)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # (shadows tuple.index, as a field should)
     seed: Seed
     hparams: dict[str, float]
     fold: int | None

@@ -72,6 +72,7 @@ class _Batcher:
 
     async def submit(self, x: np.ndarray) -> np.ndarray:
         future = asyncio.get_running_loop().create_future()
+        assert self.queue is not None, "the batcher starts with the server"
         await self.queue.put((x, future))
         return await future
 
@@ -82,19 +83,21 @@ class _Batcher:
         the next one), so every batch size is one that was compiled at warm-up.
         """
         loop = asyncio.get_running_loop()
+        queue = self.queue
+        assert queue is not None, "the batcher starts with the server"
         carry = None
         while True:
-            items = [carry if carry is not None else await self.queue.get()]
+            items = [carry if carry is not None else await queue.get()]
             carry, rows = None, items[0][0].shape[0]
             waited = False
             while carry is None and rows < self.max_rows:
-                if self.queue.empty():
+                if queue.empty():
                     if waited or self.max_wait_s <= 0:
                         break
                     await asyncio.sleep(self.max_wait_s)
                     waited = True
                     continue
-                item = self.queue.get_nowait()
+                item = queue.get_nowait()
                 if rows + item[0].shape[0] > self.max_rows:
                     carry = item
                 else:
@@ -202,7 +205,7 @@ def create_app(
         return meta
 
     @app.post("/predict", openapi_extra=_PREDICT_DOC)
-    async def predict(request: fastapi.Request) -> Any:
+    async def predict(request: fastapi.Request) -> Any:  # type: ignore[name-defined]
         """Predict on one example or a batch: ``{"inputs": [...]}`` -> ``{"predictions": ...}``."""
         too_big = f"request body over {max_body_bytes} bytes; send smaller batches."
         length = request.headers.get("content-length")

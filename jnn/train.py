@@ -779,7 +779,7 @@ def fit(
         )
     if resume and checkpoint_dir is None:
         raise ValueError(f"{where}: resume=True needs checkpoint_dir= to resume from.")
-    val = None
+    val: tuple[Any, ...] | None = None
     val_source = _stream_source(f"{where}: validation_data", validation_data, validation_steps)
     if val_source is not None and plan is not None:
         raise ValueError(
@@ -795,7 +795,9 @@ def fit(
         _check_trace(f"{where}: validation_data", smodel, params, model_state, loss_fn,
                      metric_fns, *val)  # fmt: skip
         check_labels(f"{where}: validation_data", loss_name, val[1], out_shape)
-        val = tuple(jnp.asarray(a) for a in val)
+        val = (
+            tuple(jnp.asarray(a) for a in val) if plan is None else tuple(plan.put_data(where, val))
+        )
     history_keys = ["loss", *(n for n, _ in metric_fns)]
     if validation_data is not None:
         history_keys += [f"val_{k}" for k in history_keys]
@@ -1405,7 +1407,8 @@ def predict(
     batch_size = check_positive_int(where, "batch_size", batch_size)
     if params is None:
         raise TypeError(f"{where}: params is None; pass the params from model.init(key, shape).")
-    put, fetch = jax.device_put, functools.partial(jax.tree.map, np.asarray)
+    put: Callable[[Any], Any] = jax.device_put
+    fetch: Callable[[Any], Any] = functools.partial(jax.tree.map, np.asarray)
     if plan is None:
         batch_size = min(batch_size, n)
     else:  # batch_size is global: each process feeds its share of every call

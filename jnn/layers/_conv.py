@@ -20,6 +20,7 @@ from jnn.layers._spatial import (
     explicit_pads,
     fold_batch,
     int_tuple,
+    spatial_and_channels,
     spatial_input_shape,
     unfold_batch,
     window_out_size,
@@ -128,7 +129,7 @@ def Conv(
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
         shape = spatial_input_shape(name, input_shape, nd, f"*spatial[{nd}], channels")
-        in_ch, spatial = shape[-1], shape[-nd - 1 : -1]
+        spatial, in_ch = spatial_and_channels(shape, nd)
         if in_ch % groups:
             raise ValueError(
                 f"{name}.init: input channels {in_ch} (input_shape {shape}) are not divisible "
@@ -229,11 +230,12 @@ def ConvTranspose(
             return size * s
         if padding_ == "VALID":
             return size * s + max(effective - s, 0)
+        assert pads is not None  # explicit padding
         return (size - 1) * s + 1 + pads[0] + pads[1] - effective + 1
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
         shape = spatial_input_shape(name, input_shape, nd, f"*spatial[{nd}], channels")
-        in_ch, spatial = shape[-1], shape[-nd - 1 : -1]
+        spatial, in_ch = spatial_and_channels(shape, nd)
         pads = padding_ if not isinstance(padding_, str) else (None,) * nd
         out = tuple(
             out_size(*a) for a in zip(spatial, window, strides_, dilation_, pads, strict=True)

@@ -17,6 +17,7 @@ from jnn.layers._spatial import (
     explicit_pads,
     fold_batch,
     int_tuple,
+    spatial_and_channels,
     spatial_input_shape,
     unfold_batch,
     window_out_size,
@@ -45,7 +46,7 @@ def _pool(
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
         del key
         shape = spatial_input_shape(name, input_shape, nd, f"*spatial[{nd}], channels")
-        spatial = shape[-nd - 1 : -1]
+        spatial, _ = spatial_and_channels(shape, nd)
         pads = explicit_pads(padding_, spatial, window, strides_, ones)
         out = tuple(
             window_out_size(*a) for a in zip(spatial, window, strides_, ones, pads, strict=True)

@@ -74,6 +74,14 @@ def spatial_input_shape(name: str, input_shape: Any, nd: int, channels: str) -> 
     return shape
 
 
+def spatial_and_channels(shape: Shape, nd: int) -> tuple[tuple[int, ...], int]:
+    """The (known) spatial sizes and channel count of a shape checked by
+    :func:`spatial_input_shape`."""
+    known = tuple(int(d) for d in shape[-nd - 1 :] if d is not None)
+    assert len(known) == nd + 1, shape
+    return known[:-1], known[-1]
+
+
 def check_rank(name: str, x: Array, nd: int, channels: str) -> None:
     """Refuse input with fewer than ``nd + 1`` axes."""
     if x.ndim < nd + 1:

@@ -263,3 +263,40 @@ def test_nan_gradients_alone_are_caught():
 def test_fault_arguments_are_checked(kwargs, error, message):
     with pytest.raises(error, match=message):
         _fit(1, **kwargs)
+
+
+def _nan_stream_fit(on_nan, x, y, epochs=3, steps_per_call=3):
+    """As _nan_fit, from a stream of the same 8-row batches, 3 batches per compiled call."""
+    model = jnn.Dense(1)
+    _, params = model.init(jax.random.key(0), (-1, 3))
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, len(x), 8)]
+    return jnn.fit(
+        model,
+        params,
+        batches,
+        loss=_nan_loss,
+        optimizer="sgd",
+        epochs=epochs,
+        key=jax.random.key(1),
+        verbose=0,
+        on_nan=on_nan,
+        steps_per_call=steps_per_call,
+    )
+
+
+def test_on_nan_guards_streamed_epochs_too():
+    """The guard runs inside each compiled group of a stream, across group boundaries."""
+    x, y, y_bad = _nan_data()  # the bad row is in batch 4: the second group of three
+    with pytest.raises(jnn.train.NonFiniteError, match="epoch 0, step 4 of the epoch") as err:
+        _nan_stream_fit("raise", x, y_bad)
+    assert (err.value.epoch, err.value.step) == (0, 4)
+    _identical(err.value.result.params, _nan_fit("raise", x[:32], y[:32], epochs=1).params)
+    with pytest.warns(UserWarning, match="skipped 1 step"):
+        skipped = _nan_stream_fit("skip_batch", x, y_bad)
+    assert int(skipped.state.step) == 3 * 8 - 3
+    # A healthy stream is unchanged by the guard, and equals the array run without shuffling.
+    guarded = _nan_stream_fit("raise", x, y)
+    _identical(guarded.params, _nan_stream_fit(None, x, y).params)
+    np.testing.assert_allclose(
+        np.asarray(guarded.params["w"]), np.asarray(_nan_fit(None, x, y).params["w"]), rtol=1e-6
+    )

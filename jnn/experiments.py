@@ -233,7 +233,7 @@ def _check_seed(seed: Any) -> tuple[int, int]:
 class Run(NamedTuple):
     """One run of a sweep: its index, seed, hyperparameters and fold (None: all data).
 
-    :attr:`SweepResult.runs` holds one per run, in run-axis order.
+    ``SweepResult.runs`` holds one per run, in run-axis order.
 
     Attributes:
       index: the run's position on the run axis of :class:`SweepResult`.
@@ -416,7 +416,7 @@ class SweepResult(NamedTuple):
         """Run ``i``'s final params (the run axis indexed away).
 
         Args:
-          i: the run's index (:attr:`Run.index`).
+          i: the run's index (``Run.index``).
 
         Returns:
           The params pytree of that run alone.
@@ -466,7 +466,7 @@ class SweepResult(NamedTuple):
         ``validation_data``. Pass the sweep's other arguments unchanged.
 
         Args:
-          i: the run's index (:attr:`Run.index`).
+          i: the run's index (``Run.index``).
 
         Returns:
           A dict of keyword arguments for :func:`jnn.fit`: ``params`` and

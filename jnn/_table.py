@@ -15,7 +15,7 @@ class Table:
       columns: the column order (default: the first row's keys).
 
     Example:
-      >>> from jnn._table import Table
+      >>> from jnn.experiments import Table
       >>> t = Table([{"lr": 0.1, "loss": 0.25}, {"lr": 0.01, "loss": float("nan")}])
       >>> print(t)
         lr  loss
@@ -39,17 +39,38 @@ class Table:
         return {c: self._rows[i].get(c) for c in self.columns}
 
     def column(self, name: str) -> list[Any]:
-        """The values of one column, in row order."""
+        """The values of one column, in row order.
+
+        Args:
+          name: the column.
+
+        Returns:
+          A list with one value per row (None where a row lacks the column).
+
+        Raises:
+          KeyError: if the table has no such column.
+        """
         if name not in self.columns:
             raise KeyError(f"Table has no column {name!r}; columns: {self.columns}.")
         return [r.get(name) for r in self._rows]
 
     def to_dicts(self) -> list[dict[str, Any]]:
-        """The rows as a list of dicts (a copy)."""
+        """The rows as a list of dicts (a copy).
+
+        Returns:
+          One dict per row, keyed by the table's columns in order.
+        """
         return [self[i] for i in range(len(self))]
 
     def to_pandas(self) -> Any:
-        """The table as a ``pandas.DataFrame`` (needs pandas installed)."""
+        """The table as a ``pandas.DataFrame`` (needs pandas installed).
+
+        Returns:
+          A ``pandas.DataFrame`` with the table's columns, one row per row.
+
+        Raises:
+          ImportError: without pandas.
+        """
         try:
             import pandas as pd
         except ImportError:
@@ -59,7 +80,18 @@ class Table:
         return pd.DataFrame(self.to_dicts(), columns=self.columns)
 
     def sort_by(self, column: str, *, descending: bool = False) -> Table:
-        """A new table sorted by ``column``; NaN and None sort last."""
+        """A new table sorted by ``column``; NaN and None sort last.
+
+        Args:
+          column: the column to sort by (its values must be comparable).
+          descending: largest first (NaN and None still last).
+
+        Returns:
+          A new :class:`Table`; this one is unchanged.
+
+        Raises:
+          KeyError: if the table has no such column.
+        """
         values = self.column(column)
 
         def rank(i: int) -> tuple[bool, Any]:
@@ -77,7 +109,17 @@ class Table:
         return self.format(max_rows=20)
 
     def format(self, max_rows: int = 60) -> str:
-        """Aligned text; more than ``max_rows`` rows show the head and tail."""
+        """Aligned text; more than ``max_rows`` rows show the head and tail.
+
+        ``str(table)`` is ``table.format()``; ``repr(table)`` shows at most 20 rows.
+
+        Args:
+          max_rows: the most rows to show; beyond it, the first and last
+            ``max_rows // 2`` rows and a line saying how many are hidden.
+
+        Returns:
+          The table as text: a header line, then one line per row.
+        """
         rows: list[dict[str, Any] | None] = list(self.to_dicts())
         hidden = 0
         if len(rows) > max_rows:

@@ -67,6 +67,14 @@ class Checkpoint(NamedTuple):
       epoch: number of completed epochs when it was saved.
       history: metric name -> list of floats, as :func:`jnn.fit` records it.
       path: the file it came from.
+
+    Example:
+      >>> import jax.numpy as jnp, tempfile, jnn
+      >>> d = tempfile.mkdtemp()
+      >>> _ = jnn.checkpoint.save(d, {"w": jnp.zeros(2)}, epoch=3, history={"loss": [0.5]})
+      >>> state, epoch, history, path = jnn.checkpoint.restore_latest(d, {"w": jnp.ones(2)})
+      >>> state["w"], epoch, history, path.name
+      (Array([0., 0.], dtype=float32), 3, {'loss': [0.5]}, 'epoch_000003.ckpt')
     """
 
     state: Any
@@ -204,6 +212,15 @@ def save(
 def all_checkpoints(directory: str | os.PathLike) -> list[Path]:
     """The checkpoint files in ``directory``, oldest first (empty if none or no directory).
 
+    Only files named ``epoch_<NNNNNN>.ckpt`` count; they are ordered by epoch.
+    The files are listed, not read or checked.
+
+    Args:
+      directory: the directory :func:`save` wrote to.
+
+    Returns:
+      The paths, oldest (smallest epoch) first.
+
     Example:
       >>> import tempfile, jnn
       >>> jnn.checkpoint.all_checkpoints(tempfile.mkdtemp())
@@ -218,6 +235,13 @@ def all_checkpoints(directory: str | os.PathLike) -> list[Path]:
 
 def latest(directory: str | os.PathLike) -> Path | None:
     """The newest checkpoint file in ``directory``, or None (unchecked: see :func:`restore_latest`).
+
+    Args:
+      directory: the directory :func:`save` wrote to.
+
+    Returns:
+      The path of the checkpoint with the largest epoch, or None if there is
+      none (or no such directory). The file is not read, so it may be corrupt.
 
     Example:
       >>> import tempfile, jnn
@@ -380,6 +404,17 @@ def restore_latest(directory: str | os.PathLike, template: Any) -> Checkpoint | 
     disk was failing) is skipped with a warning and the next older one is
     tried. A template mismatch is not skipped: it raises, since every file
     in the directory would mismatch the same way.
+
+    Args:
+      directory: the directory :func:`save` wrote to (need not exist).
+      template: as in :func:`restore`.
+
+    Returns:
+      The :class:`Checkpoint` of the newest readable file, or None if the
+      directory holds no usable checkpoint.
+
+    Raises:
+      CheckpointError: if a checkpoint does not match ``template``.
 
     Example:
       >>> import tempfile, jnn

@@ -21,11 +21,38 @@ from collections.abc import Sequence
 
 import numpy as np
 
+__all__ = ["main"]
+
 FORMATS = (".npy", ".csv", ".json")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 on success, 2 on bad usage)."""
+    """Run the ``jnn`` command line (the ``jnn`` script and ``python -m jnn`` call it).
+
+    Args:
+      argv: the arguments after the program name; default ``sys.argv[1:]``.
+
+    Returns:
+      The exit status: 0 on success, 1 if the command failed (bad input, a
+      file that is not a model, ...; the error is printed to stderr).
+
+    Raises:
+      SystemExit: from ``argparse``, for ``--help`` (status 0) or bad usage
+        (status 2).
+
+    Example:
+      >>> import os, tempfile, numpy as np, jnn, jnn.export
+      >>> from jnn.cli import main
+      >>> d = tempfile.mkdtemp()
+      >>> params = {"w": np.ones((3, 1), np.float32), "b": np.zeros(1, np.float32)}
+      >>> _ = jnn.export.save(os.path.join(d, "m.jnn"), jnn.Dense(1), params, (-1, 3))
+      >>> np.save(os.path.join(d, "x.npy"), np.eye(3, dtype=np.float32))
+      >>> main(["predict", os.path.join(d, "m.jnn"), "--input", os.path.join(d, "x.npy")])
+      {"predictions": [[1.0], [1.0], [1.0]]}
+      0
+      >>> main(["info", os.path.join(d, "missing.jnn")])  # the error goes to stderr
+      1
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     try:

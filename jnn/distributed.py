@@ -70,6 +70,14 @@ def initialize(
     left to JAX's auto-detection. On CPU, collectives across processes need an
     implementation; ``cpu_collectives="gloo"`` (the default) selects it.
 
+    Two processes on one machine, each running the same script (not run here:
+    it needs the other process)::
+
+      jnn.distributed.initialize("127.0.0.1:1234", num_processes=2, process_id=pid)
+      mesh = jnn.distributed.make_mesh()           # all devices of all processes
+      x_mine, y_mine = jnn.distributed.process_shard(x), jnn.distributed.process_shard(y)
+      res = jnn.fit(model, params, (x_mine, y_mine), mesh=mesh, key=jax.random.key(0), ...)
+
     Args:
       coordinator_address: ``"host:port"`` of process 0's coordinator service.
       num_processes: number of processes in the job.
@@ -80,12 +88,13 @@ def initialize(
         default: every interface, ``"[::]:port"``); e.g. ``"127.0.0.1:1234"``
         to keep a single-machine job on loopback.
 
-    Example (two processes on one machine; each runs the same script)::
+    Example:
+      Without it, a script is a job of one process, and everything in
+      :mod:`jnn.distributed` works on that process's devices:
 
-      jnn.distributed.initialize("127.0.0.1:1234", num_processes=2, process_id=pid)
-      mesh = jnn.distributed.make_mesh()           # all devices of all processes
-      x_mine, y_mine = jnn.distributed.process_shard(x), jnn.distributed.process_shard(y)
-      res = jnn.fit(model, params, (x_mine, y_mine), mesh=mesh, key=jax.random.key(0), ...)
+      >>> import jax
+      >>> jax.process_index(), jax.process_count()
+      (0, 1)
     """
     if cpu_collectives is not None:
         jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
@@ -104,6 +113,16 @@ def make_mesh(devices: Sequence[jax.Device] | None = None, *, axis: str = DATA_A
     Devices are ordered by process, so process ``i``'s data is the ``i``-th
     block of the global batch.
 
+    Args:
+      devices: the devices to span; default ``jax.devices()``.
+      axis: the name of the mesh's one axis.
+
+    Returns:
+      A :class:`jax.sharding.Mesh` of shape ``{axis: len(devices)}``.
+
+    Raises:
+      ValueError: if ``devices`` is empty.
+
     Example:
       >>> import jax, jnn
       >>> dict(jnn.distributed.make_mesh(jax.devices()[:1]).shape)
@@ -117,12 +136,45 @@ def make_mesh(devices: Sequence[jax.Device] | None = None, *, axis: str = DATA_A
 
 
 def data_sharding(mesh: Mesh, axis: str = DATA_AXIS) -> NamedSharding:
-    """Rows (the leading axis) split along ``axis``; every other axis whole."""
+    """Rows (the leading axis) split along ``axis``; every other axis whole.
+
+    Args:
+      mesh: the device mesh.
+      axis: the mesh axis to split rows along.
+
+    Returns:
+      A ``NamedSharding`` with spec ``P(axis)``. An array placed with it must
+      have a row count that the axis size divides.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jnn
+      >>> mesh = jnn.distributed.make_mesh()
+      >>> sharding = jnn.distributed.data_sharding(mesh)
+      >>> tuple(sharding.spec)
+      ('data',)
+      >>> x = jax.device_put(jnp.ones((2 * mesh.size, 3)), sharding)
+      >>> x.addressable_shards[0].data.shape   # two rows per device
+      (2, 3)
+    """
     return NamedSharding(mesh, P(axis))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-    """A full copy on every device of ``mesh``."""
+    """A full copy on every device of ``mesh``.
+
+    Args:
+      mesh: the device mesh.
+
+    Returns:
+      A ``NamedSharding`` with the empty spec ``P()``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jnn
+      >>> mesh = jnn.distributed.make_mesh()
+      >>> x = jax.device_put(jnp.ones((3, 2)), jnn.distributed.replicated(mesh))
+      >>> x.sharding.is_fully_replicated
+      True
+    """
     return NamedSharding(mesh, P())
 
 
@@ -142,6 +194,15 @@ def param_shardings(tree: Any, mesh: Mesh, *, axis: str = DATA_AXIS, fsdp: bool 
     largest dimension divisible by the axis size (leaves with none, e.g.
     scalars, stay replicated). The rule depends only on shapes, so params and
     the optimizer moments that mirror them get the same layout.
+
+    Args:
+      tree: a pytree of arrays (or of anything ``np.shape`` accepts).
+      mesh: the device mesh.
+      axis: the mesh axis to split along with ``fsdp=True``.
+      fsdp: shard leaves instead of replicating them.
+
+    Returns:
+      A pytree of ``NamedSharding`` with the structure of ``tree``.
 
     Example:
       >>> import jax, jax.numpy as jnp, jnn
@@ -165,6 +226,16 @@ def shard_params(tree: Params, mesh: Mesh, *, axis: str = DATA_AXIS, fsdp: bool 
     """Place ``tree`` (the same full values in every process) on ``mesh``.
 
     Works in single- and multi-process runs; PRNG key leaves are kept typed.
+
+    Args:
+      tree: a pytree of arrays, e.g. params or optimizer state. In a
+        multi-process run every process must pass the same values.
+      mesh: the device mesh.
+      axis: the mesh axis to split along with ``fsdp=True``.
+      fsdp: shard leaves as :func:`param_shardings` does instead of replicating.
+
+    Returns:
+      ``tree`` with every leaf a global ``jax.Array`` laid out on ``mesh``.
 
     Example:
       >>> import jax, jax.numpy as jnp, jnn
@@ -196,6 +267,15 @@ def process_shard(x: Any, *, axis: int = 0) -> np.ndarray:
     scripts that can load the whole dataset; at scale each process reads its
     own files instead.
 
+    Args:
+      x: the global array (anything ``np.asarray`` accepts), the same in every
+        process.
+      axis: the axis whose rows are divided among processes.
+
+    Returns:
+      This process's block, as numpy. When the row count is not divisible by
+      the process count, blocks differ in size by at most one row.
+
     Example:
       >>> import numpy as np, jnn
       >>> jnn.distributed.process_shard(np.arange(6)).tolist()  # one process: everything
@@ -212,6 +292,14 @@ def gather(tree: Any) -> Any:
 
     A collective in multi-process runs (every process must call it). Use it to
     save a checkpoint from process 0 or to compare results.
+
+    Args:
+      tree: a pytree of arrays, e.g. the params :func:`jnn.fit` returned from a
+        run with ``mesh=``.
+
+    Returns:
+      ``tree`` with every leaf a numpy array holding the full global value;
+      typed PRNG keys become their raw key data.
 
     Example:
       >>> import jax.numpy as jnp, jnn

@@ -68,7 +68,23 @@ Seed = int | tuple[int, int]
 
 
 class KFold(NamedTuple):
-    """k-fold cross-validation: ``k`` runs, each holding out one fold for validation."""
+    """k-fold cross-validation: ``k`` runs, each holding out one fold for validation.
+
+    Pass it as ``folds=`` to :func:`sweep` (``folds=k`` is ``KFold(k)``); the
+    folds are those of :func:`kfold_weights` with the same arguments.
+
+    Attributes:
+      k: the number of folds (and runs per seed and setting), at least 2.
+      seed: seeds the shuffle that assigns examples to folds.
+      shuffle: False assigns example ``i`` to fold ``i % k``.
+
+    Example:
+      >>> from jnn.experiments import KFold, kfold_weights
+      >>> folds = KFold(3, shuffle=False)
+      >>> train, val = kfold_weights(6, **folds._asdict())
+      >>> val.astype(int).tolist()
+      [[1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 1, 0], [0, 0, 1, 0, 0, 1]]
+    """
 
     k: int
     seed: int = 0
@@ -76,7 +92,21 @@ class KFold(NamedTuple):
 
 
 class Bootstrap(NamedTuple):
-    """``n`` bootstrap resamples (as example counts), validated on the out-of-bag examples."""
+    """``n`` bootstrap resamples (as example counts), validated on the out-of-bag examples.
+
+    Pass it as ``folds=`` to :func:`sweep`; the resamples are those of
+    :func:`bootstrap_weights` with the same arguments.
+
+    Attributes:
+      n: the number of resamples (runs per seed and setting).
+      seed: seeds the resampling.
+
+    Example:
+      >>> from jnn.experiments import Bootstrap, bootstrap_weights
+      >>> counts, oob = bootstrap_weights(8, **Bootstrap(4, seed=1)._asdict())
+      >>> counts.shape, oob.shape, counts.sum(axis=1).tolist()
+      ((4, 8), (4, 8), [8.0, 8.0, 8.0, 8.0])
+    """
 
     n: int
     seed: int = 0
@@ -88,6 +118,20 @@ def kfold_weights(
     """Train and validation masks of k-fold cross-validation, ``(k, num_examples)`` each.
 
     Every example is in exactly one validation fold; fold sizes differ by at most one.
+
+    Args:
+      num_examples: the number of examples ``N``.
+      k: the number of folds, ``2 <= k <= N``.
+      seed: seeds the permutation that assigns examples to folds.
+      shuffle: False assigns example ``i`` to fold ``i % k``.
+
+    Returns:
+      ``(train, val)``, float32 arrays ``(k, N)``: row ``j`` of ``val`` is 1 on
+      fold ``j`` and 0 elsewhere, and ``train = 1 - val``.
+
+    Raises:
+      ValueError: if ``num_examples`` or ``k`` is not a positive int, or ``k``
+        is outside ``[2, N]``.
 
     Example:
       >>> from jnn.experiments import kfold_weights
@@ -108,6 +152,22 @@ def kfold_weights(
 
 def bootstrap_weights(num_examples: int, n: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Resample counts ``(n, num_examples)`` and out-of-bag validation masks.
+
+    Each resample draws ``num_examples`` examples with replacement; an
+    example's count is its training weight in that run.
+
+    Args:
+      num_examples: the number of examples ``N``.
+      n: the number of resamples.
+      seed: seeds the draws.
+
+    Returns:
+      ``(counts, oob)``, float32 arrays ``(n, N)``: how often each example was
+      drawn (each row sums to ``N``), and 1 where it was never drawn (out of
+      bag, used for validation).
+
+    Raises:
+      ValueError: if ``num_examples`` or ``n`` is not a positive int.
 
     Example:
       >>> from jnn.experiments import bootstrap_weights
@@ -137,6 +197,16 @@ def run_keys(seed: Seed) -> tuple[Array, Array]:
     ``seed`` is an int, or a pair ``(init_seed, shuffle_seed)`` to vary the
     initialization and the shuffling separately (``s`` is ``(s, s)``).
 
+    Args:
+      seed: an int in ``[0, 2**31)``, or a pair of them.
+
+    Returns:
+      ``(init_key, fit_key)``: typed PRNG keys for ``model.init`` and for the
+      ``key`` of :func:`jnn.fit`.
+
+    Raises:
+      ValueError: for a seed that is not such an int or pair.
+
     Example:
       >>> import jax, jnn
       >>> init_key, fit_key = jnn.experiments.run_keys(3)
@@ -161,7 +231,23 @@ def _check_seed(seed: Any) -> tuple[int, int]:
 
 
 class Run(NamedTuple):
-    """One run of a sweep: its index, seed, hyperparameters and fold (None: all data)."""
+    """One run of a sweep: its index, seed, hyperparameters and fold (None: all data).
+
+    ``SweepResult.runs`` holds one per run, in run-axis order.
+
+    Attributes:
+      index: the run's position on the run axis of :class:`SweepResult`.
+      seed: an int or ``(init_seed, shuffle_seed)``; see :func:`run_keys`.
+      hparams: the optimizer hyperparameters of the run (``{}`` without a grid).
+      fold: the index of its fold or resample, or None when there are no folds.
+
+    Example:
+      >>> from jnn.experiments import Run, run_keys
+      >>> run = Run(index=0, seed=(1, 2), hparams={"learning_rate": 0.01}, fold=None)
+      >>> init_key, fit_key = run_keys(run.seed)   # what the sweep trained it with
+      >>> run.hparams["learning_rate"]
+      0.01
+    """
 
     index: int  # type: ignore[assignment]  # (shadows tuple.index, as a field should)
     seed: Seed
@@ -245,6 +331,23 @@ class SweepResult(NamedTuple):
       model: the model swept.
       data: ``(x, y, sample_weight)`` as checked (host arrays), for :meth:`fit_args`.
       input_shape: the shape the runs' params were initialized for.
+
+    Example:
+      >>> import numpy as np, jnn
+      >>> x = np.random.default_rng(0).normal(size=(16, 2)).astype("float32")
+      >>> y = 2.0 * x[:, :1]
+      >>> res = jnn.experiments.sweep(jnn.Dense(1), (x, y), loss="mse", optimizer="sgd",
+      ...                             hparams={"learning_rate": [0.01, 0.1]}, seeds=2, epochs=3)
+      >>> res.params["w"].shape            # 2 settings x 2 seeds, stacked
+      (4, 2, 1)
+      >>> res.runs[res.best_index].hparams
+      {'learning_rate': 0.1}
+      >>> res.run_params(res.best_index)["w"].shape
+      (2, 1)
+      >>> res.summary().column("learning_rate")
+      [0.01, 0.1]
+      >>> sorted(res.fit_args(0))          # jnn.fit(..., **res.fit_args(0)) redoes run 0
+      ['key', 'optimizer', 'params']
     """
 
     params: Params
@@ -310,13 +413,26 @@ class SweepResult(NamedTuple):
         return self.run_params(self.best_index)
 
     def run_params(self, i: int) -> Params:
-        """Run ``i``'s final params (the run axis indexed away)."""
+        """Run ``i``'s final params (the run axis indexed away).
+
+        Args:
+          i: the run's index (``Run.index``).
+
+        Returns:
+          The params pytree of that run alone.
+        """
         return jax.tree.map(lambda a: a[i], self.params)
 
     def summary(self) -> Table:
         """Mean and std (ddof=0) over seeds and folds of each hyperparameter setting.
 
         Diverged runs are counted in ``diverged`` and left out of the statistics.
+
+        Returns:
+          A :class:`Table` with one row per setting: the hyperparameters,
+          ``runs``, ``diverged``, and ``<metric>_mean`` / ``<metric>_std`` of
+          every final metric and of ``best_<monitor>`` (NaN if every run of the
+          setting diverged).
         """
         groups: dict[tuple, list[int]] = {}
         for r in self.runs:
@@ -348,6 +464,14 @@ class SweepResult(NamedTuple):
         ``model_state``) initialized from the seed's ``init_key``, the seed's
         ``key``, the run's ``optimizer``, and the fold's ``sample_weight`` and
         ``validation_data``. Pass the sweep's other arguments unchanged.
+
+        Args:
+          i: the run's index (``Run.index``).
+
+        Returns:
+          A dict of keyword arguments for :func:`jnn.fit`: ``params`` and
+          ``key`` always; ``model_state``, ``optimizer``, ``sample_weight`` and
+          ``validation_data`` when the run has them.
         """
         r = self.runs[i]
         init_key, fit_key = run_keys(r.seed)
@@ -381,8 +505,21 @@ class SweepResult(NamedTuple):
         and folds, a band of one std, and each run as a dot (diverged runs
         left out). Without hyperparameters, ``metric`` against the epoch.
 
+        Args:
+          path: where to write the PNG.
+          x: the hyperparameter on the horizontal axis; default the first one
+            that varies.
+          metric: a recorded metric; default ``monitor``.
+          log_x: a logarithmic x axis; default when the values are positive
+            and span a factor of 20 or more.
+
         Returns:
           ``path``.
+
+        Raises:
+          ImportError: without matplotlib.
+          ValueError: for a ``metric`` that was not recorded or an ``x`` that
+            was not swept.
         """
         from jnn._sweep_plot import plot_sweep
 

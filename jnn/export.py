@@ -81,7 +81,7 @@ def save(
       >>> model = jnn.serial(jnn.Dense(4, activation="relu"), jnn.Dense(1))
       >>> _, params = model.init(jax.random.key(0), (-1, 3))
       >>> path = os.path.join(tempfile.mkdtemp(), "model.jnn")
-      >>> meta = jnn.export.save(path, model, params, (-1, 3), platforms=("cpu",))
+      >>> meta = jnn.export.save(path, model, params, (-1, 3))
       >>> meta["input"]
       {'shape': [None, 3], 'dtype': 'float32'}
       >>> predictor = jnn.export.load(path)
@@ -153,10 +153,34 @@ def load(path: str | os.PathLike) -> Predictor:
     Nothing in the file is executed as Python: the program is StableHLO, the
     weights are raw array bytes and the metadata is JSON.
 
+    Args:
+      path: a file written by :func:`save`.
+
+    Returns:
+      A :class:`Predictor` on the default JAX device.
+
     Raises:
+      OSError: if the file cannot be read (e.g. ``FileNotFoundError``).
       ValueError: if the file is not a jnn model, was written by an unknown
         format version, fails its checksum (corrupted or truncated), or was
         not exported for this machine's platform.
+
+    Example:
+      >>> import os, tempfile, jax, jnn, jnn.export
+      >>> model = jnn.Dense(2)
+      >>> _, params = model.init(jax.random.key(0), (-1, 3))
+      >>> d = tempfile.mkdtemp()
+      >>> _ = jnn.export.save(os.path.join(d, "m.jnn"), model, params, (-1, 3),
+      ...                     labels=["cat", "dog"])
+      >>> predictor = jnn.export.load(os.path.join(d, "m.jnn"))
+      >>> predictor.input_shape, predictor.output_shape, predictor.labels
+      ((None, 3), (None, 2), ['cat', 'dog'])
+      >>> with open(os.path.join(d, "notes.txt"), "wb") as f:
+      ...     _ = f.write(b"not a model")
+      >>> jnn.export.load(os.path.join(d, "notes.txt"))
+      Traceback (most recent call last):
+      ...
+      ValueError: export.load('...notes.txt'): not a jnn model file (no b'JNNMODEL' header).
     """
     with open(path, "rb") as f:
         data = f.read()
@@ -189,6 +213,29 @@ class Predictor:
       input_dtype, output_dtype: numpy dtypes.
       labels: output names, or ``None``.
       exported: the underlying :class:`jax.export.Exported`.
+
+    Build one with :func:`load`; the constructor (which refuses a program not
+    exported for this machine's platform) is for :func:`load`.
+
+    Example:
+      >>> import os, tempfile, jax, numpy as np, jnn, jnn.export
+      >>> model = jnn.Dense(1)
+      >>> params = {"w": np.ones((3, 1), np.float32), "b": np.zeros(1, np.float32)}
+      >>> path = os.path.join(tempfile.mkdtemp(), "m.jnn")
+      >>> _ = jnn.export.save(path, model, params, (-1, 3))
+      >>> predictor = jnn.export.load(path)
+      >>> predictor(np.ones((5, 3)), batch_size=2).ravel()  # float64 in: cast, in 3 calls
+      array([3., 3., 3., 3., 3.], dtype=float32)
+      >>> x = predictor.check_input([1.0, 2.0, 3.0], allow_single=True)
+      >>> x.shape, predictor.run(x)
+      ((1, 3), array([[6.]], dtype=float32))
+      >>> f = predictor.jax_function()               # composes with jax.jit
+      >>> jax.jit(f)(np.ones((2, 3), np.float32)).shape
+      (2, 1)
+      >>> print(predictor.summary())
+      Layer  Output shape  Params  Param shapes
+      dense  (-1, 1)            4  b (1,), w (3, 1)
+      Total params: 4
     """
 
     def __init__(self, metadata: dict, exported: Any, weights: list, *, where: str = "Predictor"):
@@ -230,6 +277,19 @@ class Predictor:
 
         With ``allow_single``, one example (without the batch axis) is also
         accepted and returned with a batch axis of 1.
+
+        Args:
+          x: an array-like of shape ``(n, *input_shape[1:])``, ``n >= 1``.
+          allow_single: also accept one example of shape ``input_shape[1:]``.
+
+        Returns:
+          A numpy array of the model's input dtype with a batch axis.
+
+        Raises:
+          TypeError: if ``x`` is not numeric or cannot be cast to the input
+            dtype without changing kind (e.g. float to int).
+          ValueError: if ``x`` is not an array, its shape does not match, or it
+            holds NaN/Inf.
         """
         expected = "(n, " + ", ".join(str(d) for d in self.input_shape[1:]) + ")"
         try:
@@ -266,6 +326,12 @@ class Predictor:
 
         Padding bounds compilation to one program per power of two, so any
         batch size reuses a compiled one after :meth:`warmup`.
+
+        Args:
+          x: a batch as :meth:`check_input` returns it; nothing is checked here.
+
+        Returns:
+          The predictions for the ``x.shape[0]`` rows, as numpy.
         """
         n = x.shape[0]
         rows = 1 << (n - 1).bit_length()
@@ -278,11 +344,20 @@ class Predictor:
 
         It composes with ``jax.jit``; it is not differentiable (exported
         without VJPs) and not vmappable (use the batch axis instead).
+
+        Returns:
+          A callable mapping a batch ``(n, *input_shape[1:])`` of the input
+          dtype to a ``jax.Array`` of predictions; the weights are bound.
         """
         return functools.partial(self.exported.call, self._weights)
 
     def warmup(self, max_rows: int = 1) -> None:
-        """Compile the programs for every power of two up to ``max_rows`` rows."""
+        """Compile the programs for every power of two up to ``max_rows`` rows.
+
+        Args:
+          max_rows: the largest batch to prepare for; batches of 1, 2, 4, ...
+            rows are run up to the first power of two ``>= max_rows``.
+        """
         rows = 1
         while True:
             self.run(np.zeros((rows, *self.input_shape[1:]), self.input_dtype))
@@ -291,7 +366,12 @@ class Predictor:
             rows *= 2
 
     def summary(self) -> str:
-        """The model summary stored at export, as a table."""
+        """The model summary stored at export, as a table.
+
+        Returns:
+          The text of :func:`jnn.summary.format_table` for
+          ``metadata["summary"]``.
+        """
         from jnn.summary import format_table
 
         return format_table(self.metadata["summary"])

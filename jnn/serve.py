@@ -152,7 +152,7 @@ def create_app(
       >>> model = jnn.Dense(2)
       >>> _, params = model.init(jax.random.key(0), (-1, 3))
       >>> path = os.path.join(tempfile.mkdtemp(), "m.jnn")
-      >>> _ = jnn.export.save(path, model, params, (-1, 3), platforms=("cpu",))
+      >>> _ = jnn.export.save(path, model, params, (-1, 3))
       >>> app = create_app(jnn.export.load(path), max_batch_size=4)
       >>> sorted(r.path for r in app.routes if r.path in ("/predict", "/health", "/metadata"))
       ['/health', '/metadata', '/predict']
@@ -266,7 +266,40 @@ def serve(
     Binds ``host`` (loopback by default; ``"0.0.0.0"`` must be asked for),
     prints the address it listens on once the model is warmed up (``port=0``
     picks a free one), and shuts down cleanly on Ctrl-C / SIGTERM.
-    ``app_options`` go to :func:`create_app`.
+    ``jnn serve model.jnn`` on the command line calls it. In a script (not run
+    here: it blocks until interrupted)::
+
+        jnn.serve.serve("model.jnn", port=8000, max_batch_size=32)
+
+    Args:
+      model: a file written by :func:`jnn.export.save`, or a loaded
+        :class:`jnn.export.Predictor`.
+      host: the address to bind; anything but loopback prints a warning, as
+        the service has no authentication.
+      port: the port to bind; 0 picks a free one.
+      log_level: uvicorn's log level.
+      **app_options: keyword arguments of :func:`create_app` (``max_body_bytes``,
+        ``batching``, ``max_batch_size``, ``max_wait_ms``, ``warmup``).
+
+    Raises:
+      ImportError: if FastAPI or uvicorn is missing (``pip install 'jnn[serve]'``).
+      ValueError: from :func:`jnn.export.load`, for a file that is not a usable model.
+      OSError: if the address cannot be bound (e.g. the port is in use).
+
+    Example:
+      ``serve(path, max_batch_size=32)`` serves the app that
+      ``create_app(load(path), max_batch_size=32)`` builds, which can be
+      inspected without starting a server:
+
+      >>> import os, tempfile, jax, jnn, jnn.export
+      >>> from jnn.serve import create_app
+      >>> model = jnn.Dense(2)
+      >>> _, params = model.init(jax.random.key(0), (-1, 3))
+      >>> path = os.path.join(tempfile.mkdtemp(), "m.jnn")
+      >>> _ = jnn.export.save(path, model, params, (-1, 3))
+      >>> app = create_app(jnn.export.load(path), max_batch_size=32)
+      >>> sorted(app.openapi()["paths"])
+      ['/health', '/metadata', '/predict']
     """
     _, uvicorn = _import_server()
     predictor = model if isinstance(model, Predictor) else load(model)

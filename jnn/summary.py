@@ -31,6 +31,15 @@ class SummaryRow(NamedTuple):
       params: number of trainable parameters, children included.
       state: number of non-trainable state entries (BatchNorm statistics).
       param_shapes: ``{"w": (10, 10), "b": (10,)}`` for the layer's own leaves.
+
+    Example:
+      >>> import jnn
+      >>> s = jnn.summary(jnn.serial(jnn.Dense(4), jnn.BatchNorm()), (-1, 3))
+      >>> s.rows[1]
+      SummaryRow(name='dense_0', depth=1, output_shape=(-1, 4), params=16, state=0,
+                 param_shapes={'b': (4,), 'w': (3, 4)})
+      >>> s.rows[2].name, s.rows[2].params, s.rows[2].state
+      ('batch_norm_0', 8, 8)
     """
 
     name: str
@@ -47,6 +56,21 @@ class Summary(NamedTuple):
     Attributes:
       rows: one :class:`SummaryRow` per layer, depth first.
       input_shape: the input shape the model was walked with.
+
+    Example:
+      >>> import jnn
+      >>> s = jnn.summary(jnn.serial(jnn.Dense(4), jnn.BatchNorm()), (-1, 3))
+      >>> s.total_params, s.total_state, len(s.rows)
+      (24, 8, 3)
+      >>> print(s)
+      Layer           Output shape  Params  Param shapes
+      serial          (-1, 4)           24
+        dense_0       (-1, 4)           16  b (4,), w (3, 4)
+        batch_norm_0  (-1, 4)            8  bias (4,), scale (4,)
+      Total params: 24
+      Non-trainable state: 8
+      >>> s.to_dict()["rows"][1]["param_shapes"]
+      {'b': [4], 'w': [3, 4]}
     """
 
     rows: tuple[SummaryRow, ...]
@@ -63,7 +87,13 @@ class Summary(NamedTuple):
         return self.rows[0].state
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form (lists instead of tuples), as stored in exports."""
+        """A JSON-ready form (lists instead of tuples), as stored in exports.
+
+        Returns:
+          ``{"input_shape", "total_params", "total_state", "rows"}``, with one
+          dict per row holding the fields of :class:`SummaryRow`; shapes are
+          lists. :func:`format_table` prints it.
+        """
         return {
             "input_shape": _jsonable(self.input_shape),
             "total_params": self.total_params,
@@ -121,7 +151,28 @@ def summary(model: AnyLayer, input_shape: Shape, *, key: PRNGKey | None = None) 
 
 
 def format_table(summary_dict: dict[str, Any]) -> str:
-    """The table of a :meth:`Summary.to_dict` (also works on exported metadata)."""
+    """The table of a :meth:`Summary.to_dict` (also works on exported metadata).
+
+    ``str(summary)`` is ``format_table(summary.to_dict())``; ``jnn info`` prints
+    an exported model's ``metadata["summary"]`` with it.
+
+    Args:
+      summary_dict: a dict of the form :meth:`Summary.to_dict` returns (lists
+        or tuples for shapes).
+
+    Returns:
+      The table as text: one line per layer, indented by depth, then the
+      total params (and the non-trainable state, if any).
+
+    Example:
+      >>> import jnn
+      >>> from jnn.summary import format_table
+      >>> d = jnn.summary(jnn.Dense(2), (-1, 3)).to_dict()
+      >>> print(format_table(d))
+      Layer  Output shape  Params  Param shapes
+      dense  (-1, 2)            8  b (2,), w (3, 2)
+      Total params: 8
+    """
     header = ("Layer", "Output shape", "Params", "Param shapes")
     lines = [header]
     for r in summary_dict["rows"]:

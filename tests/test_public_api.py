@@ -24,31 +24,52 @@ ROOT = Path(__file__).resolve().parent.parent
 PUBLIC: dict[str, list[str]] = {
     "jnn": [
         # layers and combinators
-        "Activation", "Dense", "Dropout", "Elu", "FanInConcat", "FanInSum", "FanOut",
-        "Flatten", "Gelu", "Identity", "Layer", "LeakyRelu", "LogSoftmax", "Relu", "Selu",
-        "Sigmoid", "Silu", "Softmax", "Softplus", "StatefulLayer", "Tanh", "is_stateful",
-        "parallel", "residual", "serial", "stateful",
+        "Activation", "AvgPool", "BatchNorm", "Conv", "ConvTranspose", "Dense", "Dropout",
+        "Elu", "Embedding", "FanInConcat", "FanInSum", "FanOut", "Flatten", "Gelu",
+        "GlobalAvgPool", "GlobalMaxPool", "Identity", "Layer", "LayerNorm", "LeakyRelu",
+        "LogSoftmax", "MaxPool", "MultiHeadAttention", "PositionalEmbedding", "RMSNorm", "Relu",
+        "Reshape", "Selu", "Sigmoid", "Silu", "Softmax", "Softplus", "StatefulLayer", "Tanh",
+        "is_stateful", "parallel", "residual", "serial", "stateful",
         # training
-        "Callback", "EarlyStopping", "FitResult", "TrainState", "evaluate", "fit",
-        "get_optimizer", "make_train_step", "predict",
+        "Callback", "EarlyStopping", "FitResult", "NonFiniteError", "TrainState", "evaluate",
+        "fit", "get_optimizer", "make_train_step", "predict", "summary",
         # modules and metadata
-        "layers", "losses", "metrics", "__version__",
+        "checkpoint", "distributed", "experiments", "layers", "losses", "metrics",
+        "__version__",
     ],
+    "jnn.checkpoint": [
+        "Checkpoint", "CheckpointError", "FORMAT_VERSION", "all_checkpoints", "latest",
+        "restore", "restore_latest", "save",
+    ],
+    "jnn.cli": ["main"],
+    "jnn.distributed": [
+        "DATA_AXIS", "data_sharding", "gather", "initialize", "make_mesh", "param_shardings",
+        "process_shard", "replicated", "shard_params",
+    ],
+    "jnn.experiments": [
+        "Bootstrap", "KFold", "Run", "SweepResult", "Table", "bootstrap_weights",
+        "kfold_weights", "run_keys", "sweep",
+    ],
+    "jnn.export": ["FORMAT_VERSION", "MAGIC", "Predictor", "load", "save"],
     "jnn.layers": [
-        "ACTIVATIONS", "Activation", "Dense", "Dropout", "Elu", "FanInConcat", "FanInSum",
-        "FanOut", "Flatten", "Gelu", "Identity", "Layer", "LeakyRelu", "LogSoftmax", "Relu",
-        "Selu", "Sigmoid", "Silu", "Softmax", "Softplus", "StatefulLayer", "Tanh",
-        "get_activation", "is_stateful", "parallel", "residual", "serial", "sigmoid",
-        "stateful",
+        "ACTIVATIONS", "Activation", "AvgPool", "BatchNorm", "Conv", "ConvTranspose", "Dense",
+        "Dropout", "Elu", "Embedding", "FanInConcat", "FanInSum", "FanOut", "Flatten", "Gelu",
+        "GlobalAvgPool", "GlobalMaxPool", "Identity", "Layer", "LayerNorm", "LeakyRelu",
+        "LogSoftmax", "MaxPool", "MultiHeadAttention", "PositionalEmbedding", "RMSNorm", "Relu",
+        "Reshape", "Selu", "Sigmoid", "Silu", "Softmax", "Softplus", "StatefulLayer", "Tanh",
+        "attention_mask", "get_activation", "is_stateful", "parallel", "residual", "serial",
+        "sigmoid", "stateful",
     ],
     "jnn.losses": [
         "bce", "bce_with_logits", "categorical_crossentropy", "cross_entropy", "get", "mae",
         "mse",
     ],
     "jnn.metrics": ["accuracy", "binary_accuracy", "categorical_accuracy", "get"],
+    "jnn.serve": ["DEFAULT_MAX_BODY_BYTES", "create_app", "serve"],
+    "jnn.summary": ["Summary", "SummaryRow", "format_table", "summary"],
     "jnn.train": [
-        "Callback", "EarlyStopping", "FitResult", "TrainState", "evaluate", "fit",
-        "get_optimizer", "make_train_step", "predict",
+        "Callback", "EarlyStopping", "FitResult", "NonFiniteError", "TrainState", "evaluate",
+        "fit", "get_optimizer", "make_train_step", "predict",
     ],
 }  # fmt: skip
 

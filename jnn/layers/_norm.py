@@ -69,6 +69,14 @@ def LayerNorm(
       use_scale, use_bias: learn ``scale`` (init 1) / ``bias`` (init 0), shape ``(C,)``.
       dtype: dtype of the params.
 
+    Returns:
+      A :class:`Layer` that keeps the input shape, with params ``{"scale":
+      (C,), "bias": (C,)}`` (each only if enabled).
+
+    Raises:
+      ValueError: for a non-positive ``epsilon``; from ``apply``, if the last
+        axis differs from the initialized feature count.
+
     Example:
       >>> import jax, jax.numpy as jnp, jnn
       >>> ln = jnn.LayerNorm()
@@ -98,10 +106,25 @@ def LayerNorm(
     return Layer(init, apply)
 
 
-def RMSNorm(*, epsilon: float = 1e-6, use_scale: bool = True, dtype: jnp.dtype = jnp.float32):
+def RMSNorm(
+    *, epsilon: float = 1e-6, use_scale: bool = True, dtype: jnp.dtype = jnp.float32
+) -> Layer:
     r"""Root-mean-square normalization over the last axis (no centering).
 
     .. math:: y = \frac{x}{\sqrt{\mathrm{mean}(x^2) + \epsilon}} \cdot \mathrm{scale}
+
+    Args:
+      epsilon: added to the mean square.
+      use_scale: learn ``scale`` (init 1), shape ``(C,)``. There is no bias.
+      dtype: dtype of the params.
+
+    Returns:
+      A :class:`Layer` that keeps the input shape, with params ``{"scale":
+      (C,)}`` (or ``{}`` without ``use_scale``).
+
+    Raises:
+      ValueError: for a non-positive ``epsilon``; from ``apply``, if the last
+        axis differs from the initialized feature count.
 
     Example:
       >>> import jax, jax.numpy as jnp, jnn

@@ -86,6 +86,15 @@ def MaxPool(
       padding: ``"VALID"`` (default), ``"SAME"``, an int, or ``(low, high)``
         pairs; padded cells never win the max.
 
+    Returns:
+      A parameter-free :class:`Layer`: ``(*batch, *spatial, C) -> (*batch,
+      *pooled_spatial, C)``.
+
+    Raises:
+      TypeError: if ``window_shape`` is not a tuple or list.
+      ValueError: for bad ``strides``/``padding``; from ``init``, if the input
+        is smaller than the window.
+
     Example:
       >>> import jax, jax.numpy as jnp, jnn
       >>> pool = jnn.MaxPool((2, 2))
@@ -114,6 +123,13 @@ def AvgPool(
 
     Args:
       window_shape, strides, padding: as in :func:`MaxPool`.
+
+    Returns:
+      A parameter-free :class:`Layer`: ``(*batch, *spatial, C) -> (*batch,
+      *pooled_spatial, C)``.
+
+    Raises:
+      TypeError, ValueError: as in :func:`MaxPool`.
 
     Example:
       >>> import jax.numpy as jnp, jnn
@@ -158,6 +174,12 @@ def GlobalAvgPool(spatial_dims: int = 2) -> Layer:
     Args:
       spatial_dims: how many axes before the channels to average (2 for images).
 
+    Returns:
+      A parameter-free :class:`Layer`.
+
+    Raises:
+      ValueError: if ``spatial_dims`` is not a positive int.
+
     Example:
       >>> import jax, jax.numpy as jnp, jnn
       >>> jnn.GlobalAvgPool().init(jax.random.key(0), (-1, 7, 7, 32))[0]
@@ -170,6 +192,15 @@ def GlobalAvgPool(spatial_dims: int = 2) -> Layer:
 
 def GlobalMaxPool(spatial_dims: int = 2) -> Layer:
     """Max over all spatial axes: ``(*batch, *spatial, C) -> (*batch, C)``.
+
+    Args:
+      spatial_dims: how many axes before the channels to reduce (2 for images).
+
+    Returns:
+      A parameter-free :class:`Layer`.
+
+    Raises:
+      ValueError: if ``spatial_dims`` is not a positive int.
 
     Example:
       >>> import jax.numpy as jnp, jnn
@@ -188,8 +219,12 @@ def Reshape(target_shape: Sequence[int], *, ndim: int | None = None) -> Layer:
         keeps only the first (batch) axis: ``(N, 64) -> (N, 8, 8, 1)``. Give it
         for extra leading axes or ``vmap`` over single examples.
 
+    Returns:
+      A parameter-free :class:`Layer`.
+
     Raises:
-      ValueError: if the element counts differ (nothing is dropped or padded).
+      ValueError: for a bad ``target_shape`` or ``ndim``; from ``init`` or
+        ``apply``, if the element counts differ (nothing is dropped or padded).
 
     Example:
       >>> import jax, jax.numpy as jnp, jnn

@@ -179,7 +179,12 @@ def test_py_typed_marker_ships():
     assert "py.typed" in config["tool"]["setuptools"]["package-data"]["jnn"]
 
 
-@pytest.mark.parametrize("qualname,obj", public_objects(), ids=lambda v: str(v)[:60])
+def _test_id(value):
+    """The qualified name (no object reprs: addresses differ between pytest-xdist workers)."""
+    return value if isinstance(value, str) else type(value).__name__
+
+
+@pytest.mark.parametrize("qualname,obj", public_objects(), ids=_test_id)
 def test_public_callables_are_annotated(qualname, obj):
     if inspect.isclass(obj):
         return  # NamedTuple fields and Protocols carry their annotations as class attributes
@@ -194,7 +199,7 @@ def test_public_callables_are_annotated(qualname, obj):
     assert sig.return_annotation is not empty, f"{qualname}: no return annotation."
 
 
-@pytest.mark.parametrize("qualname,obj", public_objects(), ids=lambda v: str(v)[:60])
+@pytest.mark.parametrize("qualname,obj", public_objects(), ids=_test_id)
 def test_public_names_are_documented(qualname, obj):
     doc = inspect.getdoc(obj) or ""
     assert doc.strip(), f"{qualname} has no docstring."

@@ -293,3 +293,26 @@ def test_memory_stays_bounded_while_streaming_2gb():
     base_mib, peak_mib = map(int, out.stdout.split()[-2:])
     assert peak_mib < 1024, (base_mib, peak_mib)  # far below the 2048 MiB streamed
     assert peak_mib - base_mib < 512, (base_mib, peak_mib)  # bounded: ~100-200 MiB seen here
+
+
+def test_fast_and_checked_batch_paths_agree():
+    """Full numpy (x, y) tuples take the one-copy path; lists, float64 or a ragged batch the
+    checked per-batch path. Mixed in one stream, they give the same training."""
+    x, y = _data()
+    spec = _stream.Spec(B, ((D,), (1,)), (np.dtype(np.float32), np.dtype(np.float32)))
+    plain = list(_batches(x, y)())
+    mixed = [
+        [a, b] if i % 3 == 0 else (a.astype(np.float64), b) if i % 3 == 1 else (a, b)
+        for i, (a, b) in enumerate(plain)
+    ]
+    for k in (1, 4, 8):
+        fast = list(_stream.groups("fit", iter(plain), spec, k, 2))
+        slow = list(_stream.groups("fit", iter(mixed), spec, k, 2))
+        assert len(fast) == len(slow)
+        for f, s in zip(fast, slow, strict=True):
+            assert (f.batches, f.examples) == (s.batches, s.examples)
+            for u, v in zip(f.arrays, s.arrays, strict=True):
+                np.testing.assert_array_equal(u, v)
+    res = jnn.fit(_model(), _params(), mixed, epochs=2, steps_per_call=4, **FIT)
+    want = jnn.fit(_model(), _params(), plain, epochs=2, steps_per_call=4, **FIT)
+    _close(res.params, want.params, 1e-6)

@@ -59,7 +59,8 @@ class TrainState(NamedTuple):
       params: the trainable params.
       opt_state: the optimizer's state.
       step: number of steps taken (an int32 scalar array).
-      key: the PRNG key the next step splits for dropout (and ``fit`` for shuffling).
+      key: the PRNG key; step ``i``'s dropout key is ``fold_in(key, i)`` (``fit``
+        splits a fresh key per epoch, and one for the shuffle).
       model_state: non-trainable state of stateful models (``{}`` otherwise).
 
     Example:
@@ -92,7 +93,7 @@ class TrainState(NamedTuple):
           params: the model's params.
           optimizer: an ``optax.GradientTransformation`` or a name (see
             :func:`get_optimizer`).
-          key: the PRNG key that steps split for dropout.
+          key: the PRNG key that steps fold their step number into for dropout.
           model_state: the state of a stateful model (default ``{}``).
           learning_rate: for an optimizer given by name.
 
@@ -267,14 +268,16 @@ def _pure_step(
     With ``guard=True`` it is ``step(state, x, y, w, allow) -> (state, metrics,
     finite)``: ``finite`` says whether the loss and every gradient are finite,
     and the update is applied only when the step is finite and ``allow`` is
-    True; otherwise the state is kept (its PRNG key still advances). The choice
+    True; otherwise the state is kept as it was. The choice
     is a ``lax.cond`` around the optimizer update, not a ``jnp.where`` over the
     state: a where reads and writes params and optimizer state once more per
     step, which costs a third of a step on a compute-bound MLP.
     """
 
     def step(state: TrainState, x: Array, y: Array, w: Array | None, allow: Any = None):
-        key, dropout_key = jax.random.split(state.key)
+        # A per-step key folded from (key, step), not a split carried through the scan:
+        # a model without dropout never uses it, and XLA then drops the RNG entirely.
+        dropout_key = jax.random.fold_in(state.key, state.step)
 
         def objective(params):
             pred, model_state = model.apply(
@@ -293,13 +296,13 @@ def _pure_step(
         def update(state: TrainState) -> TrainState:
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
-            return TrainState(params, opt_state, state.step + 1, key, model_state)
+            return TrainState(params, opt_state, state.step + 1, state.key, model_state)
 
         if not guard:
             return update(state), logs
         finite = _all_finite(loss, grads)
         ok = finite if allow is None else jnp.logical_and(finite, allow)
-        new_state = jax.lax.cond(ok, update, lambda state: state._replace(key=key), state)
+        new_state = jax.lax.cond(ok, update, lambda state: state, state)
         return new_state, logs, finite
 
     return step
@@ -356,9 +359,9 @@ def make_train_step(
     Returns:
       ``step(state, batch)``, where ``batch`` is ``(x, y)`` or
       ``(x, y, weights)``, returning the new :class:`TrainState` and a dict of
-      scalar metrics (``"loss"`` first). The step splits ``state.key`` for
-      dropout. It is compiled once per input shape and never retraces across
-      steps or epochs.
+      scalar metrics (``"loss"`` first). Dropout uses
+      ``jax.random.fold_in(state.key, state.step)``. It is compiled once per
+      input shape and never retraces across steps or epochs.
 
     Example:
       >>> import jax, jax.numpy as jnp, jnn

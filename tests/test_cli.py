@@ -13,6 +13,8 @@ import jnn
 import jnn.export
 from jnn.cli import main
 
+# The platform these tests run on (the files they load must be lowered for it).
+HERE = jax.export.default_export_platform()
 FEATURES = 3
 
 
@@ -22,7 +24,7 @@ def setup(tmp_path_factory):
     _, params = model.init(jax.random.key(0), (-1, FEATURES))
     tmp = tmp_path_factory.mktemp("cli")
     path = str(tmp / "m.jnn")
-    jnn.export.save(path, model, params, (-1, FEATURES), labels=["a", "b"], platforms="cpu")
+    jnn.export.save(path, model, params, (-1, FEATURES), labels=["a", "b"], platforms=HERE)
     x = np.random.default_rng(0).normal(size=(50, FEATURES)).astype(np.float32)
     return path, x, jnn.predict(model, params, x), tmp
 

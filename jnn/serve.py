@@ -310,19 +310,22 @@ def serve(
             file=sys.stderr,
             flush=True,
         )
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    address = sock.getsockname()
-    url = f"http://{address[0]}:{address[1]}"
+    address: list[str] = []  # the bound URL, once the socket exists
 
     def ready() -> None:
+        url = address[0]
         print(f"jnn serve: listening on {url} (API docs at {url}/docs)", flush=True)
 
+    # The app first: bad options raise before any socket is opened.
     app = create_app(predictor, on_ready=ready, **app_options)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        bound = sock.getsockname()
+        address.append(f"http://{bound[0]}:{bound[1]}")
         server.run(sockets=[sock])
     finally:
         sock.close()

@@ -206,6 +206,16 @@ def test_create_app_rejects_bad_options(model_file):
         create_app(predictor, max_wait_ms=-1)
 
 
+def test_serve_checks_options_before_opening_a_socket(model_file, monkeypatch):
+    from jnn import serve as serve_module
+
+    opened = []
+    monkeypatch.setattr(serve_module.socket, "socket", lambda *a, **k: opened.append(a))
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        serve_module.serve(model_file[2], port=0, max_body_bytes=0)
+    assert opened == []
+
+
 def test_cli_serve_subprocess(model_file):
     """`python -m jnn serve` on port 0: loopback by default, answers, then shuts down."""
     proc = subprocess.Popen(

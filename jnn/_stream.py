@@ -199,19 +199,18 @@ def groups(where: str, items: Iterator[Any], spec: Spec, k: int, arity: int) -> 
             ws[: len(chunk)] = 1.0
             examples = len(chunk) * bsz
             index += len(chunk)
-            chunk_done = True
         else:
-            examples, chunk_done = 0, False
-        for j, item in enumerate(() if chunk_done else chunk):
-            parts = _batch_parts(where, index, item, spec, arity)
-            n = parts[0].shape[0]
-            for buf, part in zip(bufs, parts[: len(bufs)], strict=True):
-                buf[j, :n] = part
-                if n < bsz:
-                    buf[j, n:] = part[:1]
-            ws[j, :n] = parts[2] if len(parts) == 3 else 1.0
-            examples += n
-            index += 1
+            examples = 0
+            for j, item in enumerate(chunk):
+                parts = _batch_parts(where, index, item, spec, arity)
+                n = parts[0].shape[0]
+                for buf, part in zip(bufs, parts[: len(bufs)], strict=True):
+                    buf[j, :n] = part
+                    if n < bsz:
+                        buf[j, n:] = part[:1]
+                ws[j, :n] = parts[2] if len(parts) == 3 else 1.0
+                examples += n
+                index += 1
         for j in range(len(chunk), k):  # skipped steps: any finite values
             for buf in bufs:
                 buf[j] = buf[0]

@@ -521,20 +521,10 @@ def _epoch_fn(
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_epoch(
-    model: StatefulLayer,
-    loss_fn: Callable,
-    tx: optax.GradientTransformation,
-    metric_fns: tuple[tuple[str, Callable], ...],
-    batch_size: int,
-    shuffle: bool,
-    validate: bool,
-    on_nan: str | None = None,
-    plan: _distributed._Plan | None = None,
-) -> Callable:
-    """One jitted call per epoch: :func:`_epoch_fn`, compiled, state donated."""
-    epoch = _epoch_fn(model, loss_fn, tx, metric_fns, batch_size, shuffle, validate, on_nan, plan)
-    return jax.jit(epoch, donate_argnums=(0,))
+def _compiled_epoch(*args: Any) -> Callable:
+    """One jitted call per epoch: :func:`_epoch_fn` of the same arguments, compiled, state
+    donated (cached, so a second ``fit`` with the same model and settings reuses it)."""
+    return jax.jit(_epoch_fn(*args), donate_argnums=(0,))
 
 
 # --------------------------------------------------------------------------- fit
@@ -765,12 +755,7 @@ def fit(
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
     plan = _distributed._plan(where, mesh, param_sharding)
-    source = _stream_source(where, data, steps_per_epoch, sample_weight=sample_weight)
-    if source is not None and plan is not None:
-        raise ValueError(
-            f"{where}: a stream of batches cannot be combined with mesh= yet; pass arrays "
-            "(each process its own shard) or drop mesh=."
-        )
+    source = _stream_source(where, data, steps_per_epoch, sample_weight=sample_weight, plan=plan)
     x, y, w = check_xy(where, data, weights=sample_weight) if source is None else source.first
     epochs = check_positive_int(where, "epochs", epochs)
     n = x.shape[0] if plan is None else plan.global_rows(where, x.shape[0])
@@ -792,11 +777,9 @@ def fit(
     if resume and checkpoint_dir is None:
         raise ValueError(f"{where}: resume=True needs checkpoint_dir= to resume from.")
     val: tuple[Any, ...] | None = None
-    val_source = _stream_source(f"{where}: validation_data", validation_data, validation_steps)
-    if val_source is not None and plan is not None:
-        raise ValueError(
-            f"{where}: a validation stream cannot be combined with mesh= yet; pass arrays."
-        )
+    val_source = _stream_source(
+        f"{where}: validation_data", validation_data, validation_steps, plan=plan
+    )
     if validation_data is not None and val_source is None:
         val = check_xy(f"{where}: validation_data", validation_data)
 
@@ -1007,13 +990,7 @@ class _SigintFlag:
         return False
 
 
-def _stream_put() -> Callable:
-    from jnn import _stream
-
-    return _stream.default_put()
-
-
-def _stream_source(where, data, steps, *, sample_weight=None, arity=2):
+def _stream_source(where, data, steps, *, sample_weight=None, arity=2, plan=None):
     """A :class:`jnn._stream.Source` when ``data`` is a batch stream, else None."""
     from jnn import _stream
 
@@ -1021,6 +998,11 @@ def _stream_source(where, data, steps, *, sample_weight=None, arity=2):
         if steps is not None:
             raise ValueError(f"{where}: steps per epoch are only for a stream of batches.")
         return None
+    if plan is not None:
+        raise ValueError(
+            f"{where}: a stream of batches cannot be combined with mesh= yet; pass arrays "
+            "(each process its own shard) or drop mesh=."
+        )
     if sample_weight is not None:
         raise ValueError(
             f"{where}: sample_weight is for array data; a stream carries per-example weights "
@@ -1308,9 +1290,7 @@ def evaluate(
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
     plan = _distributed._plan(where, mesh, param_sharding)
-    source = _stream_source(where, data, steps, sample_weight=sample_weight)
-    if source is not None and plan is not None:
-        raise ValueError(f"{where}: a stream of batches cannot be combined with mesh= yet.")
+    source = _stream_source(where, data, steps, sample_weight=sample_weight, plan=plan)
     x, y, w = check_xy(where, data, weights=sample_weight) if source is None else source.first
     n = x.shape[0] if plan is None else plan.global_rows(where, x.shape[0])
     batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
@@ -1331,12 +1311,12 @@ def evaluate(
         loss_name = loss if isinstance(loss, str) else getattr(loss_fn, "__name__", None)
         check_labels(where, loss_name, y, out_shape)
     if source is not None:
-        from jnn._stream import evaluate_stream
+        from jnn._stream import default_put, evaluate_stream
 
         k = check_positive_int(where, "steps_per_call", steps_per_call)
         logs = evaluate_stream(
             where, source, model=smodel, loss_fn=loss_fn, metric_fns=metric_fns, params=params,
-            model_state=model_state, k=k, put=_stream_put(),
+            model_state=model_state, k=k, put=default_put(),
         )  # fmt: skip
         return {k: float(v) for k, v in logs.items()}
     if plan is None:
@@ -1406,11 +1386,9 @@ def predict(
     plan = _distributed._plan(where, mesh, param_sharding)
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
-    source = _stream_source(where, x, steps, arity=1)
-    if source is not None and plan is not None:
-        raise ValueError(f"{where}: a stream of batches cannot be combined with mesh= yet.")
+    source = _stream_source(where, x, steps, arity=1, plan=plan)
     if source is not None:
-        from jnn._stream import predict_stream
+        from jnn._stream import default_put, predict_stream
 
         jax.eval_shape(
             _compiled_forward(smodel), params, model_state,
@@ -1418,7 +1396,7 @@ def predict(
         )  # fmt: skip
         return predict_stream(
             where, source, forward=_compiled_forward(smodel), params=params,
-            model_state=model_state, put=_stream_put(),
+            model_state=model_state, put=default_put(),
         )  # fmt: skip
     x = as_host_array(where, "x", x)
     n = x.shape[0]

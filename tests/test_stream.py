@@ -316,3 +316,16 @@ def test_fast_and_checked_batch_paths_agree():
     res = jnn.fit(_model(), _params(), mixed, epochs=2, steps_per_call=4, **FIT)
     want = jnn.fit(_model(), _params(), plain, epochs=2, steps_per_call=4, **FIT)
     _close(res.params, want.params, 1e-6)
+
+
+def test_streams_with_a_mesh_are_refused_before_training():
+    x, y = _data()
+    msg = "cannot be combined with mesh="
+    with pytest.raises(ValueError, match=msg):
+        jnn.fit(_model(), _params(), _batches(x, y), epochs=1, mesh="auto", **FIT)
+    with pytest.raises(ValueError, match="validation_data: a stream .*" + msg):
+        jnn.fit(_model(), _params(), (x, y), validation_data=_batches(x, y), mesh="auto", **FIT)
+    with pytest.raises(ValueError, match=msg):
+        jnn.evaluate(_model(), _params(), _batches(x, y), loss="bce", mesh="auto")
+    with pytest.raises(ValueError, match=msg):
+        jnn.predict(_model(), _params(), iter([x[:B], x[B:]]), mesh="auto")

@@ -36,10 +36,10 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jnn import losses as _losses
-from jnn._data import check_labels, check_positive_int, check_xy
+from jnn._data import check_labels, check_positive_int, check_xy, close_match
 from jnn._table import Table
 from jnn._typing import Array, ArrayLike, Params
-from jnn.layers._base import AnyLayer, _check_layer, close_match, is_stateful, stateful
+from jnn.layers._base import AnyLayer, _check_layer, is_stateful, stateful
 from jnn.train import (
     _OPTIMIZERS,
     TrainState,

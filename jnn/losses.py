@@ -23,10 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jnn._data import close_match
 from jnn._reduce import Reduction, as_array, check_same_shape, check_values, weighted_reduce
 from jnn._typing import Array, ArrayLike
 from jnn.layers._activations import EPS
-from jnn.layers._base import close_match
 
 __all__ = [
     "bce",

@@ -13,9 +13,9 @@ from functools import partial
 import jax.numpy as jnp
 
 from jnn import losses as _losses
+from jnn._data import close_match
 from jnn._reduce import as_array, check_same_shape, weighted_reduce
 from jnn._typing import Array, ArrayLike
-from jnn.layers._base import close_match
 
 __all__ = ["accuracy", "binary_accuracy", "categorical_accuracy", "get"]
 

@@ -222,7 +222,7 @@ CASES = {
     "fit x ints": (lambda t: fit((X.astype(np.int32), Y)), TypeError, "floating-point input"),
     "fit lengths differ": (lambda t: fit((X, Y[:5])), ValueError, "x with 8 .* y with 5"),
     "fit empty": (lambda t: fit((X[:0], Y[:0])), ValueError, r"x is empty \(shape \(0, 5\)\)"),
-    "fit NaN x": (lambda t: fit((NAN_X, Y)), ValueError, "1 NaN/Inf value.*first at index 1"),
+    "fit NaN x": (lambda t: fit((NAN_X, Y)), ValueError, "1 NaN/Inf value.*first at example 1, column 2"),
     "fit Inf y": (
         lambda t: fit((X, np.full((8, 3), np.inf, np.float32))),
         ValueError,

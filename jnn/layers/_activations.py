@@ -18,8 +18,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jnn._data import close_match
 from jnn._typing import ActivationLike, Array
-from jnn.layers._base import Layer, close_match, describe
+from jnn.layers._base import Layer, describe
 
 #: Probability clipping used by sigmoid's gradient floor and by the BCE losses.
 EPS = 1e-7

@@ -4,7 +4,8 @@ The one place for jnn's input checks, used by the layers, losses, training,
 experiments, checkpoints, export and the CLI, so that one mistake gets one
 message everywhere:
 
-- :func:`check_positive_int` / :func:`check_number`: sizes, counts and rates
+- :func:`check_int`, :func:`check_positive_int`, :func:`check_number`: sizes,
+  counts and rates
   (numpy scalars accepted, ``bool`` refused);
 - :func:`as_array`: THE array coercer (one message for non-numeric input);
   :func:`as_host_array` adds what data for ``fit``/``predict`` needs (an
@@ -45,30 +46,39 @@ def close_match(name: str, options: Iterable[str]) -> str:
     return f" Did you mean {match[0]!r}?" if match else ""
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """A Python or numpy integer, not a bool (``True`` is no size)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def check_positive_int(
-    where: str, name: str, value: Any, *, minimum: int = 1, hint: str = ""
+def check_int(
+    where: str, name: str, value: Any, *, minimum: int | None = None, hint: str = ""
 ) -> int:
-    """``value`` as a Python int ``>= minimum``; numpy integers accepted, bools refused.
+    """``value`` as a Python int (``>= minimum`` if given); numpy integers accepted, bools refused.
 
     Args:
       where: the caller, e.g. ``"Dense"`` or ``"fit"``, opening the message.
       name: the argument's name.
       value: what the user passed.
-      minimum: the smallest value allowed (1: "a positive int").
+      minimum: the smallest value allowed, or None.
       hint: appended to what is expected, e.g. ``" or None"``.
+
+    Returns:
+      ``int(value)``.
 
     Raises:
       ValueError: for anything else (a bool, a float, a string, a smaller int).
     """
-    if not _is_int(value) or value < minimum:
-        expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+    if not is_int(value) or (minimum is not None and value < minimum):
+        expected = {None: "an int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
         extra = " (a bool is not a size)" if isinstance(value, (bool, np.bool_)) else ""
         raise ValueError(f"{where}: {name} must be {expected}{hint}, got {value!r}{extra}.")
     return int(value)
+
+
+def check_positive_int(where: str, name: str, value: Any, *, hint: str = "") -> int:
+    """:func:`check_int` with ``minimum=1``: sizes, counts, epochs, batch sizes."""
+    return check_int(where, name, value, minimum=1, hint=hint)
 
 
 def check_number(
@@ -157,8 +167,7 @@ def as_array(
     if not any(jnp.issubdtype(dtype, kind) for kind in kinds):
         hint = _STRING_HINT if getattr(dtype, "kind", "") in ("U", "S", "O") else ""
         raise TypeError(
-            f"{where}: {what} must be numeric (bool, int or float), got dtype "
-            f"{dtype}{hint}."
+            f"{where}: {what} must be numeric (bool, int or float), got dtype {dtype}{hint}."
         )
     return arr
 
@@ -248,7 +257,7 @@ def _bytes(n: int) -> str:
     return f"{n} bytes"  # pragma: no cover
 
 
-def check_size(where: str, what: str, shape: tuple[int, ...], dtype: Any) -> None:
+def check_size(where: str, what: str, shape: tuple[int, ...], dtype: Any = None) -> None:
     """Refuse an array XLA cannot allocate: too many elements for int64, or more than memory.
 
     Unknown dimensions (``-1``, the batch) are left out, so for an activation
@@ -261,26 +270,29 @@ def check_size(where: str, what: str, shape: tuple[int, ...], dtype: Any) -> Non
       where: the layer, e.g. ``"Dense(4).init"``.
       what: the array, e.g. ``"parameter 'w'"`` or ``"input_shape"``.
       shape: its shape (Python ints; ``-1`` for unknown).
-      dtype: its dtype (for the bytes).
+      dtype: its dtype (for the bytes); None for a shape whose dtype is not
+        known yet (then every element counts as at least one byte).
 
     Raises:
       ValueError: naming ``where``, ``what``, the shape and the bytes.
     """
     count = math.prod(int(d) for d in shape if d != -1)
-    itemsize = np.dtype(dtype).itemsize
-    nbytes = count * itemsize
     per = " per example" if -1 in shape else ""
+    if dtype is None:
+        nbytes, kind = count, f"holds {count} elements{per} (at least {_bytes(count)})"
+    else:
+        nbytes = count * np.dtype(dtype).itemsize
+        kind = f"{np.dtype(dtype)} needs {nbytes} bytes ({_bytes(nbytes)}){per}"
     if count >= 2**63:
         raise ValueError(
             f"{where}: {what} of shape {tuple(shape)} has {count} elements{per}, more than "
-            f"XLA can index (2**63 - 1); it would take {nbytes} bytes. Use smaller sizes."
+            "XLA can index (2**63 - 1). Use smaller sizes."
         )
     memory = device_memory()
     if memory is not None and nbytes > memory[0]:
         raise ValueError(
-            f"{where}: {what} of shape {tuple(shape)} {np.dtype(dtype)} needs "
-            f"{nbytes} bytes ({_bytes(nbytes)}){per}, more than the {_bytes(memory[0])} of "
-            f"memory of {memory[1]}. Use smaller sizes."
+            f"{where}: {what} of shape {tuple(shape)} {kind}, more than the "
+            f"{_bytes(memory[0])} of memory of {memory[1]}. Use smaller sizes."
         )
 
 

@@ -40,7 +40,7 @@ import numpy as np
 from flax import serialization
 
 from jnn import _container
-from jnn._data import check_positive_int
+from jnn._data import check_int, check_positive_int
 
 __all__ = [
     "FORMAT_VERSION",
@@ -249,7 +249,7 @@ def save(
       >>> ckpt.epoch, ckpt.state["w"].shape
       (1, (2, 3))
     """
-    epoch = check_positive_int("checkpoint.save", "epoch", epoch, minimum=0)
+    epoch = check_int("checkpoint.save", "epoch", epoch, minimum=0)
     if keep is not None:
         keep = check_positive_int("checkpoint.save", "keep", keep, hint=" or None")
     for where, leaf in jax.tree_util.tree_leaves_with_path(state):

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jnn._data import as_array, check_key, check_size
+from jnn._data import as_array, check_key, check_size, is_int
 from jnn._data import close_match as close_match  # re-exported: the layers' unknown-name errors
 from jnn._typing import Array, Params, PRNGKey, Shape, State
 
@@ -367,11 +367,7 @@ def normalize_shape(name: str, input_shape: Any) -> tuple[int, ...]:
     for d in dims:
         if d is None:
             out.append(-1)
-        elif (
-            isinstance(d, (int, np.integer))
-            and not isinstance(d, (bool, np.bool_))
-            and (d > 0 or d == -1)
-        ):
+        elif is_int(d) and (d > 0 or d == -1):
             out.append(int(d))
         else:
             raise ValueError(
@@ -379,7 +375,7 @@ def normalize_shape(name: str, input_shape: Any) -> tuple[int, ...]:
                 f"or -1/None for an unknown batch size; got {input_shape!r}."
             )
     shape = tuple(out)
-    check_size(f"{name}.init", "input_shape", shape, np.uint8)
+    check_size(f"{name}.init", "input_shape", shape)
     return shape
 
 

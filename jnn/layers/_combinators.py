@@ -12,6 +12,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from jnn._data import check_positive_int
 from jnn._typing import Params, PRNGKey, Shape, State
 from jnn.layers._base import (
     AnyLayer,
@@ -230,8 +231,7 @@ def FanOut(num: int) -> Layer:
       >>> jnn.FanOut(2).init(jax.random.key(0), (-1, 3))[0]
       ((-1, 3), (-1, 3))
     """
-    if not isinstance(num, int) or num < 1:
-        raise ValueError(f"FanOut: num must be a positive int, got {num!r}.")
+    num = check_positive_int("FanOut", "num", num)
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Any, Params]:
         del key

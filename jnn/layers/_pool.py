@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import jax.numpy as jnp
 from jax import lax
 
+from jnn._data import check_positive_int, is_int
 from jnn._typing import Array, Params, PRNGKey, Shape
 from jnn.layers._base import Layer, check_inexact, describe, normalize_shape, snake_case
 from jnn.layers._spatial import (
@@ -147,9 +148,7 @@ def AvgPool(
 
 
 def _global(kind: str, spatial_dims: int, reduce: Callable) -> Layer:
-    if not isinstance(spatial_dims, int) or isinstance(spatial_dims, bool) or spatial_dims < 1:
-        raise ValueError(f"{kind}: spatial_dims must be a positive int, got {spatial_dims!r}.")
-    nd = spatial_dims
+    nd = check_positive_int(kind, "spatial_dims", spatial_dims)
     name = f"{kind}(spatial_dims={nd})"
     axes = tuple(range(-nd - 1, -1))
 
@@ -232,17 +231,22 @@ def Reshape(target_shape: Sequence[int], *, ndim: int | None = None) -> Layer:
       >>> jnn.Reshape((2, -1), ndim=1).apply({}, jnp.ones((3, 4, 6))).shape
       (3, 4, 2, 3)
     """
-    target = tuple(target_shape)
+    try:
+        target = tuple(target_shape)
+    except TypeError:
+        target = ()
     if (
         not target
-        or any(not isinstance(d, int) or (d < 1 and d != -1) for d in target)
-        or target.count(-1) > 1
+        or any(not is_int(d) or (d < 1 and d != -1) for d in target)
+        or (target.count(-1) > 1)
     ):
         raise ValueError(
-            f"Reshape: target_shape must be positive ints with at most one -1, got {target!r}."
+            "Reshape: target_shape must be a tuple of positive ints with at most one -1, "
+            f"got {target_shape!r}."
         )
-    if ndim is not None and (not isinstance(ndim, int) or ndim < 1):
-        raise ValueError(f"Reshape: ndim must be a positive int or None, got {ndim!r}.")
+    target = tuple(int(d) for d in target)
+    if ndim is not None:
+        ndim = check_positive_int("Reshape", "ndim", ndim, hint=" or None")
     name = f"Reshape({target})"
 
     def resolve(shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:

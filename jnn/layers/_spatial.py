@@ -13,6 +13,7 @@ from typing import Any
 
 from jax import lax
 
+from jnn._data import is_int
 from jnn._typing import Array, Shape
 from jnn.layers._base import normalize_shape
 
@@ -21,18 +22,18 @@ Padding = str | int | Sequence[tuple[int, int]]
 
 def int_tuple(name: str, what: str, value: Any, nd: int) -> tuple[int, ...]:
     """``value`` (an int or a length-``nd`` sequence of positive ints) as a tuple."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         value = (value,) * nd
     try:
         out = tuple(value)
     except TypeError:
         out = ()
-    if len(out) != nd or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in out):
+    if len(out) != nd or any(not is_int(v) or v < 1 for v in out):
         raise ValueError(
             f"{name}: {what} must be a positive int or a tuple of {nd} positive ints, "
             f"got {value!r}."
         )
-    return out
+    return tuple(int(v) for v in out)
 
 
 def check_padding(name: str, padding: Any, nd: int) -> str | tuple[tuple[int, int], ...]:
@@ -44,18 +45,18 @@ def check_padding(name: str, padding: Any, nd: int) -> str | tuple[tuple[int, in
                 f"pairs, got {padding!r}."
             )
         return padding.upper()
-    if isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0:
-        return ((padding, padding),) * nd
+    if is_int(padding) and padding >= 0:
+        return ((int(padding), int(padding)),) * nd
     try:
-        pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
+        pairs = tuple((lo, hi) for lo, hi in padding)
     except (TypeError, ValueError):
         pairs = ()
-    if len(pairs) != nd or any(lo < 0 or hi < 0 for lo, hi in pairs):
+    if len(pairs) != nd or any(not (is_int(v) and v >= 0) for pair in pairs for v in pair):
         raise ValueError(
             f"{name}: padding must be 'SAME', 'VALID', a non-negative int, or {nd} "
             f"non-negative (low, high) pairs, got {padding!r}."
         )
-    return pairs
+    return tuple((int(lo), int(hi)) for lo, hi in pairs)
 
 
 def spatial_input_shape(name: str, input_shape: Any, nd: int, channels: str) -> Shape:

@@ -138,10 +138,10 @@ def foreign_value(tree: Any) -> Any:
     stack = [tree]
     while stack:
         item = stack.pop()
-        if isinstance(item, dict):
+        if type(item) is dict:  # exact types: msgpack's ExtType is a tuple subclass
             stack.extend(item.keys())
             stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
+        elif type(item) in (list, tuple):
             stack.extend(item)
         elif item is not None and not isinstance(
             item, (str, bytes, int, float, np.ndarray, np.generic)

@@ -37,7 +37,6 @@ import numpy as np
 from jnn._typing import Array
 
 _STRING_HINT = " (strings: encode them as numbers first)"
-_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def close_match(name: str, options: Iterable[str]) -> str:
@@ -152,6 +151,7 @@ def as_array(
     """
     if value is None:
         raise TypeError(f"{where}: {what} is None; expected a numeric array.")
+    arr: Any
     if isinstance(value, jax.Array) and not host:
         arr = value
     else:
@@ -172,28 +172,46 @@ def as_array(
     return arr
 
 
-def check_finite(where: str, what: str, arr: np.ndarray) -> None:
-    """Refuse NaN/Inf in a host array (and float64 values beyond float32's range when x64 is off).
+def check_finite(where: str, what: str, arr: np.ndarray, *, cast_to: Any = None) -> None:
+    """Refuse NaN/Inf in a host array, and values that casting to ``cast_to`` would make Inf.
 
     The message gives the count and the first bad example and column, e.g.
     ``x holds 1 value(s) beyond float32's range ... (first at example 0, column 3)``.
+
+    Args:
+      where, what: the caller and the argument, for the message.
+      arr: a numeric numpy array with a leading example axis.
+      cast_to: the floating dtype ``arr`` is about to be cast to, if any.
+
+    Raises:
+      ValueError: naming the count, the first example and its column.
     """
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        return
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise ValueError(
-            f"{where}: {what} holds {int(bad.sum())} NaN/Inf value(s), {_first(bad)}. "
-            "Clean or impute them first."
-        )
-    if arr.dtype == np.float64 and not jax.config.read("jax_enable_x64") and arr.size:
-        big = np.abs(arr) > _F32_MAX
-        if big.any():
+    if jnp.issubdtype(arr.dtype, jnp.floating):
+        bad = ~np.isfinite(arr)
+        if bad.any():
             raise ValueError(
-                f"{where}: {what} holds {int(big.sum())} value(s) beyond float32's range "
-                f"(|x| > {_F32_MAX:.4g}), {_first(big)}; they would become Inf. Rescale them "
-                "(or enable float64 with jax.config.update('jax_enable_x64', True))."
+                f"{where}: {what} holds {int(bad.sum())} NaN/Inf value(s), {_first(bad)}. "
+                "Clean or impute them first."
             )
+    if cast_to is None or not jnp.issubdtype(cast_to, jnp.floating) or arr.size == 0:
+        return
+    if arr.dtype == np.bool_ or not jnp.issubdtype(arr.dtype, jnp.number):
+        return
+    top = float(jnp.finfo(cast_to).max)
+    if jnp.issubdtype(arr.dtype, jnp.floating) and float(jnp.finfo(arr.dtype).max) <= top:
+        return  # the cast cannot overflow
+    big = np.abs(arr.astype(np.float64)) > top
+    if big.any():
+        name = np.dtype(cast_to).name
+        raise ValueError(
+            f"{where}: {what} holds {int(big.sum())} value(s) beyond {name}'s range "
+            f"(|x| > {top:.4g}), {_first(big)}; as {name} they would become Inf. Rescale them"
+            + (
+                " (or enable float64 with jax.config.update('jax_enable_x64', True))."
+                if name == "float32"
+                else "."
+            )
+        )
 
 
 def _first(mask: np.ndarray) -> str:
@@ -222,9 +240,10 @@ def as_host_array(where: str, what: str, value: Any, *, allow_int: bool = True) 
         raise ValueError(f"{where}: {what} must have a leading example axis, got a scalar.")
     if arr.shape[0] == 0:
         raise ValueError(f"{where}: {what} is empty (shape {arr.shape}); nothing to do.")
-    check_finite(where, what, arr)
     if arr.dtype == np.float64 and not jax.config.read("jax_enable_x64"):
-        arr = arr.astype(np.float32)
+        check_finite(where, what, arr, cast_to=np.float32)
+        return arr.astype(np.float32)
+    check_finite(where, what, arr)
     return arr
 
 

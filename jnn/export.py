@@ -2,16 +2,32 @@
 
 :func:`save` lowers ``model.apply`` (evaluation mode) with :mod:`jax.export`
 to StableHLO, with a symbolic batch dimension and for several platforms at
-once, and writes one file::
+once, and writes one file, framed like a checkpoint::
 
-    b"JNNMODEL" | format version (uint32 LE) | sha256 of the body | body
+    b"JNNMODEL" | format version (uint32 LE) | body length (uint64 LE)
+                | sha256 of the body | body
 
 The body is msgpack (:func:`flax.serialization.msgpack_serialize`: arrays as
 raw bytes, no pickle) of ``{"metadata": json, "exported": bytes, "weights":
 [arrays]}``; the weights (params, then model state) are stored beside the
 program and passed to it as arguments. :func:`load` checks the magic, the
-version and the checksum, then returns a :class:`Predictor` that runs on any
-batch size and needs neither the model's Python code nor jnn's layers.
+version, the length and the checksum, then returns a :class:`Predictor` that
+runs on any batch size and needs neither the model's Python code nor jnn's
+layers. Files of format 1 (no length field) still load.
+
+**A model file is a program.** Loading one runs no Python, but predicting
+runs its XLA program, and ``jax.export`` documents that a serialized program
+must be trusted input: a crafted file can loop forever, or hold weights
+altered to give wrong answers (its checksum only guards against accidental
+damage, since anyone can recompute it). Load only files you trust. What
+:func:`load` does about it:
+
+- it refuses programs that call XLA *custom calls* (native functions; a host
+  callback among them runs arbitrary code) other than the ones jnn's own
+  layers produce (:data:`ALLOWED_CUSTOM_CALLS`);
+- ``load(path, expected_sha256=...)`` refuses a file whose sha256 (as
+  ``sha256sum`` prints it, or :func:`file_sha256`) is not the one you
+  recorded when you exported or received it.
 """
 
 from __future__ import annotations
@@ -21,8 +37,9 @@ import functools
 import hashlib
 import json
 import os
-import struct
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,14 +47,40 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from jnn import _container
+from jnn._data import as_array, check_finite, check_positive_int
 from jnn._typing import Params, State
 from jnn._version import __version__
 from jnn.layers._base import AnyLayer, _check_layer, stateful
 
 MAGIC = b"JNNMODEL"
-FORMAT_VERSION = 1
-_HEAD = struct.Struct("<8sI32s")  # magic, format version, sha256 of the body
+#: 2 adds the body length to the header (the container checkpoints use); 1 still loads.
+FORMAT_VERSION = 2
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
+
+ALLOWED_CUSTOM_CALLS = frozenset({"shape_assertion"})
+"""The XLA custom-call targets jnn's layers produce, exported for cpu, cuda and tpu.
+
+Found by exporting every layer kind (``tests/test_export.py`` keeps it
+exact); :func:`load` refuses a program that calls any other target.
+"""
+
+
+class ExportError(ValueError):
+    """Raised for a model file that is not a jnn model, or is damaged, malformed or untrusted.
+
+    The message names the file and what is wrong with it.
+    """
+
+
+_FRAME = _container.Frame(
+    magic=MAGIC,
+    version=FORMAT_VERSION,
+    readable=(1, FORMAT_VERSION),
+    error=ExportError,
+    what="jnn model",
+    no_length=(1,),
+)
 
 
 def save(
@@ -139,31 +182,63 @@ def save(
             "weights": weights,
         }
     )
-    head = _HEAD.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(body).digest())
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "wb") as f:  # write then rename: a crash never leaves half a model
-        f.write(head + body)
-    os.replace(tmp, path)
+    # write, fsync, then rename: a crash never leaves half a model
+    _container.write(Path(path), _container.pack(_FRAME, body))
     return metadata
 
 
-def load(path: str | os.PathLike) -> Predictor:
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file, as hex (what ``sha256sum`` prints): pin it to load only that file.
+
+    Args:
+      path: a file, e.g. one written by :func:`save`.
+
+    Returns:
+      64 lowercase hex digits.
+
+    Example:
+      >>> import os, tempfile, jax, jnn, jnn.export
+      >>> model = jnn.Dense(1)
+      >>> _, params = model.init(jax.random.key(0), (-1, 2))
+      >>> path = os.path.join(tempfile.mkdtemp(), "m.jnn")
+      >>> _ = jnn.export.save(path, model, params, (-1, 2))
+      >>> digest = jnn.export.file_sha256(path)
+      >>> jnn.export.load(path, expected_sha256=digest).input_shape
+      (None, 2)
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load(path: str | os.PathLike, *, expected_sha256: str | None = None) -> Predictor:
     """Load a file written by :func:`save` as a :class:`Predictor`.
 
     Nothing in the file is executed as Python: the program is StableHLO, the
-    weights are raw array bytes and the metadata is JSON.
+    weights are raw array bytes and the metadata is JSON. But the program
+    runs when you predict: a model file is code, load only files you trust
+    (see the module documentation). Programs calling custom calls other
+    than :data:`ALLOWED_CUSTOM_CALLS` are refused.
 
     Args:
       path: a file written by :func:`save`.
+      expected_sha256: the sha256 (hex) the whole file must have, e.g. from
+        :func:`file_sha256` at export time; the file is refused if it differs
+        (altered weights or program, even with a recomputed inner checksum).
 
     Returns:
       A :class:`Predictor` on the default JAX device.
 
     Raises:
       OSError: if the file cannot be read (e.g. ``FileNotFoundError``).
-      ValueError: if the file is not a jnn model, was written by an unknown
-        format version, fails its checksum (corrupted or truncated), or was
+      ExportError: (a ``ValueError``) naming the file, if it is not a jnn
+        model, was written by an unknown format version, fails its checksum
+        (corrupted or truncated), has a malformed body, calls custom calls
+        jnn's layers never produce, does not have ``expected_sha256``, or was
         not exported for this machine's platform.
+      ValueError: if ``expected_sha256`` is not 64 hex digits.
 
     Example:
       >>> import os, tempfile, jax, jnn, jnn.export
@@ -180,28 +255,161 @@ def load(path: str | os.PathLike) -> Predictor:
       >>> jnn.export.load(os.path.join(d, "notes.txt"))
       Traceback (most recent call last):
       ...
-      ValueError: export.load('...notes.txt'): not a jnn model file (no b'JNNMODEL' header).
+      jnn.export.ExportError: export.load('...notes.txt'): not a jnn model file (bad header: ...).
     """
-    with open(path, "rb") as f:
-        data = f.read()
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"export.load: path must be a path, got {type(path).__name__}.")
     where = f"export.load({os.fspath(path)!r})"
-    if len(data) < _HEAD.size or data[: len(MAGIC)] != MAGIC:
-        raise ValueError(f"{where}: not a jnn model file (no {MAGIC!r} header).")
-    _, version, digest = _HEAD.unpack_from(data)
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{where}: unknown format version {version}; this jnn ({__version__}) reads "
-            f"version {FORMAT_VERSION}. Re-export the model with this jnn, or upgrade jnn."
+    if expected_sha256 is not None:
+        expected = str(expected_sha256).strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", expected):
+            raise ValueError(
+                f"{where}: expected_sha256 must be 64 hex digits (as sha256sum prints), "
+                f"got {expected_sha256!r}."
+            )
+    data = _container.read_bytes(_FRAME, Path(path), where)
+    if expected_sha256 is not None:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ExportError(
+                f"{where}: the file's sha256 is {actual}, not the expected {expected}: it is "
+                "not the file you trusted (altered, replaced or re-exported). Refusing to load it."
+            )
+    _, body = _container.unpack(_FRAME, data, where)
+    metadata, exported, weights = _decode(body, where)
+    return Predictor(metadata, exported, weights, where=where)
+
+
+def _decode(body: bytes, where: str) -> tuple[dict, Any, list[np.ndarray]]:
+    """The checked contents of a model body: metadata, program, weights (else ExportError)."""
+    contents = _container.decode(_FRAME, body, where)
+    missing = [k for k in ("metadata", "exported", "weights") if k not in contents]
+    if missing:
+        raise ExportError(f"{where}: malformed model body: no {', '.join(missing)} entry.")
+    try:
+        metadata = json.loads(contents["metadata"])
+    except (TypeError, ValueError) as err:
+        raise ExportError(f"{where}: malformed metadata (not JSON: {err}).") from None
+    _check_metadata(metadata, where)
+    weights = contents["weights"]
+    if isinstance(weights, dict):  # flax writes a list of arrays as {"0": ..., "1": ...}
+        weights = [weights[k] for k in sorted(weights, key=lambda k: int(k) if k.isdigit() else -1)]
+    if not isinstance(weights, list) or not all(isinstance(w, np.ndarray) for w in weights):
+        raise ExportError(f"{where}: malformed model body: the weights are not a list of arrays.")
+    program = contents["exported"]
+    if not isinstance(program, bytes):
+        raise ExportError(f"{where}: malformed model body: the program is not bytes.")
+    try:
+        exported = _serialization(lambda: jax.export.deserialize(bytearray(program)))
+        text = exported.mlir_module()
+    except ImportError:
+        raise
+    except Exception as err:  # garbage that passed the checksum: flatbuffers/MLIR errors
+        raise ExportError(
+            f"{where}: the program could not be deserialized ({type(err).__name__}: {err})."
+        ) from None
+    _check_custom_calls(text, where)
+    avals = exported.in_avals
+    if len(avals) != len(weights) + 1 or any(
+        tuple(a.shape) != w.shape or np.dtype(a.dtype) != w.dtype
+        for a, w in zip(avals[:-1], weights, strict=False)
+    ):
+        raise ExportError(
+            f"{where}: malformed model body: the stored weights do not match the program's "
+            "arguments (count, shapes or dtypes)."
         )
-    body = data[_HEAD.size :]
-    if hashlib.sha256(body).digest() != digest:
-        raise ValueError(
-            f"{where}: checksum mismatch: the file is corrupted or truncated. Re-export it."
+    return metadata, exported, list(weights)
+
+
+def _check_metadata(meta: Any, where: str) -> None:
+    def shape_ok(spec: Any) -> bool:
+        return (
+            isinstance(spec, dict)
+            and isinstance(spec.get("shape"), list)
+            and bool(spec["shape"])
+            and spec["shape"][0] is None
+            and all(isinstance(d, int) and d >= 1 for d in spec["shape"][1:])
+            and isinstance(spec.get("dtype"), str)
         )
-    contents = serialization.msgpack_restore(body)
-    exported = _serialization(lambda: jax.export.deserialize(bytearray(contents["exported"])))
-    weights = list(contents["weights"])
-    return Predictor(json.loads(contents["metadata"]), exported, weights, where=where)
+
+    problem = None
+    if not isinstance(meta, dict):
+        problem = f"a {type(meta).__name__}, not an object"
+    elif not (shape_ok(meta.get("input")) and shape_ok(meta.get("output"))):
+        problem = "no valid input/output shapes and dtypes"
+    elif not isinstance(meta.get("summary"), dict) or not isinstance(meta.get("platforms"), list):
+        problem = "no summary or platforms"
+    elif meta.get("labels") is not None and not (
+        isinstance(meta["labels"], list) and all(isinstance(v, str) for v in meta["labels"])
+    ):
+        problem = "labels that are not a list of strings"
+    else:
+        try:
+            for spec in (meta["input"], meta["output"]):
+                np.dtype(spec["dtype"])
+        except TypeError:
+            problem = "an unknown dtype"
+    if problem is not None:
+        raise ExportError(f"{where}: malformed metadata: {problem}.")
+
+
+_STRING = re.compile(r'("(?:[^"\\]|\\.)*")')  # an MLIR string literal, escapes included
+
+
+def custom_call_targets(mlir_text: str) -> set[str]:
+    """The custom-call targets a StableHLO module (as text) calls.
+
+    String literals (locations, attributes) are skipped, so a name in a
+    debug location is not mistaken for a call; a ``custom_call`` in a form
+    not recognized is an error rather than a call that escapes the check.
+
+    Args:
+      mlir_text: ``Exported.mlir_module()``.
+
+    Returns:
+      The set of targets, e.g. ``{"shape_assertion"}``.
+
+    Raises:
+      ExportError: if ``custom_call`` appears in a form not recognized.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jnn.export
+      >>> exp = jax.export.export(jax.jit(jnp.sin))(jax.ShapeDtypeStruct((3,), jnp.float32))
+      >>> sorted(jnn.export.custom_call_targets(exp.mlir_module()))
+      []
+    """
+    parts = _STRING.split(mlir_text)  # odd indices: string literals
+    targets: list[str] = []
+    calls = 0
+    for i, part in enumerate(parts):
+        if i % 2:  # a literal: the op name of a generic-form custom call counts as a call
+            op_name = re.fullmatch(r'"\w+\.custom_call"', part)
+            calls += bool(op_name and parts[i + 1].startswith("("))
+            continue
+        calls += part.count("custom_call")
+        targets += re.findall(r"custom_call\s*@([A-Za-z_][\w$.-]*)", part)
+        if i + 1 < len(parts) and re.search(r"(custom_call\s*@|call_target_name\s*=\s*)$", part):
+            targets.append(json.loads(parts[i + 1]))  # a quoted symbol, or the generic form
+    if calls != len(targets):
+        raise ExportError(
+            f"the program holds {calls} custom call(s) but {len(targets)} could be named; "
+            "refusing a form jnn does not recognize."
+        )
+    return set(targets)
+
+
+def _check_custom_calls(text: str, where: str) -> None:
+    try:
+        targets = custom_call_targets(text)
+    except ExportError as err:
+        raise ExportError(f"{where}: {err}") from None
+    foreign = sorted(targets - ALLOWED_CUSTOM_CALLS)
+    if foreign:
+        raise ExportError(
+            f"{where}: the program calls custom call target(s) {foreign}, which jnn's layers "
+            "never produce (they run native code). A model file is a program: refusing to "
+            "load it. Re-export the model with jnn, or load only files you trust."
+        )
 
 
 class Predictor:
@@ -242,7 +450,7 @@ class Predictor:
         platform = jax.default_backend()
         platform = "cuda" if platform == "gpu" else platform
         if platform not in exported.platforms:
-            raise ValueError(
+            raise ExportError(
                 f"{where}: the model was exported for {list(exported.platforms)} but this "
                 f"machine runs {platform!r}. Re-export with platforms=(..., {platform!r})."
             )
@@ -265,8 +473,7 @@ class Predictor:
           ValueError: if its shape does not match or it holds NaN/Inf.
         """
         x = self.check_input(x)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"Predictor: batch_size must be a positive int, got {batch_size!r}.")
+        batch_size = check_positive_int("Predictor", "batch_size", batch_size)
         if x.shape[0] <= batch_size:
             return self.run(x)
         parts = [self.run(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
@@ -286,19 +493,20 @@ class Predictor:
           A numpy array of the model's input dtype with a batch axis.
 
         Raises:
-          TypeError: if ``x`` is not numeric or cannot be cast to the input
-            dtype without changing kind (e.g. float to int).
-          ValueError: if ``x`` is not an array, its shape does not match, or it
-            holds NaN/Inf.
+          TypeError: if ``x`` is not a numeric array or cannot be cast to the
+            input dtype without changing kind (e.g. float to int).
+          ValueError: if its shape does not match, or it holds NaN/Inf or
+            values the cast would make Inf (the first example and column
+            are named).
         """
         expected = "(n, " + ", ".join(str(d) for d in self.input_shape[1:]) + ")"
         try:
-            arr = np.asarray(x)
-        except (ValueError, TypeError) as err:
-            raise ValueError(
-                f"input could not be read as an array of shape {expected}: {err}"
+            arr = as_array("Predictor", "input", x, host=True)
+        except TypeError as err:
+            raise TypeError(
+                f"{err} The model takes {self.input_dtype}, shape {expected}."
             ) from None
-        if arr.dtype.kind not in "iuf" or not np.can_cast(
+        if arr.dtype == np.bool_ or not np.can_cast(
             arr.dtype, self.input_dtype, casting="same_kind"
         ):
             raise TypeError(
@@ -314,12 +522,8 @@ class Predictor:
                 + (f" or one example of shape {features}" if allow_single else "")
                 + " (n examples, n >= 1)."
             )
-        arr = arr.astype(self.input_dtype, copy=False)
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            raise ValueError(
-                f"input holds NaN or Inf values; the model needs finite numbers, shape {expected}."
-            )
-        return arr
+        check_finite("Predictor", "input", arr, cast_to=self.input_dtype)
+        return arr.astype(self.input_dtype, copy=False)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Predict on an already checked ``x``, padding rows to a power of two.
@@ -452,4 +656,14 @@ def _labels(where: str, labels: Any, out_shape: tuple[int, ...]) -> list[str] | 
     return labels
 
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "Predictor", "load", "save"]
+__all__ = [
+    "ALLOWED_CUSTOM_CALLS",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "ExportError",
+    "Predictor",
+    "custom_call_targets",
+    "file_sha256",
+    "load",
+    "save",
+]

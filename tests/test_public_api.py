@@ -40,6 +40,7 @@ PUBLIC: dict[str, list[str]] = {
     "jnn.checkpoint": [
         "Checkpoint", "CheckpointError", "FORMAT_VERSION", "all_checkpoints", "latest",
         "restore", "restore_latest", "save",
+        "CheckpointMismatchError", "check_directory",
     ],
     "jnn.cli": ["main"],
     "jnn.distributed": [
@@ -50,7 +51,10 @@ PUBLIC: dict[str, list[str]] = {
         "Bootstrap", "KFold", "Run", "SweepResult", "Table", "bootstrap_weights",
         "kfold_weights", "run_keys", "sweep",
     ],
-    "jnn.export": ["FORMAT_VERSION", "MAGIC", "Predictor", "load", "save"],
+    "jnn.export": [
+        "FORMAT_VERSION", "MAGIC", "Predictor", "load", "save",
+        "ALLOWED_CUSTOM_CALLS", "ExportError", "custom_call_targets", "file_sha256",
+    ],
     "jnn.layers": [
         "ACTIVATIONS", "Activation", "AvgPool", "BatchNorm", "Conv", "ConvTranspose", "Dense",
         "Dropout", "Elu", "Embedding", "FanInConcat", "FanInSum", "FanOut", "Flatten", "Gelu",

@@ -380,7 +380,12 @@ def normalize_shape(name: str, input_shape: Any) -> tuple[int, ...]:
 
 
 def init_param(
-    name: str, what: str, initializer: Callable[..., Array], key: PRNGKey, shape: Any, dtype: Any
+    name: str,
+    what: str,
+    initializer: Callable[..., Array],
+    key: PRNGKey | None,
+    shape: Any,
+    dtype: Any,
 ) -> Array:
     """``initializer(key, shape, dtype)``, after checking the parameter fits in memory.
 
@@ -394,7 +399,7 @@ def init_param(
       name: the layer, e.g. ``"Dense(4)"``.
       what: the parameter's key, e.g. ``"w"``.
       initializer: a ``jax.nn.initializers`` function ``(key, shape, dtype)``.
-      key: its PRNG key.
+      key: its PRNG key (None for initializers that ignore it, e.g. zeros).
       shape: the parameter's shape.
       dtype: its dtype.
 

@@ -15,7 +15,15 @@ Example:
   (-1, 1)
 """
 
-from jnn import checkpoint, distributed, experiments, layers, losses, metrics
+from jnn import (
+    checkpoint,
+    distributed,
+    experiments,
+    layers,
+    losses,
+    metrics,
+    summary,  # a module you can call: jnn.summary(model, shape), jnn.summary.Summary
+)
 from jnn._version import __version__
 from jnn.layers import (
     Activation,
@@ -58,7 +66,6 @@ from jnn.layers import (
     serial,
     stateful,
 )
-from jnn.summary import summary
 from jnn.train import (
     Callback,
     EarlyStopping,

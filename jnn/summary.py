@@ -5,11 +5,16 @@ layer's ``init`` under :func:`jax.eval_shape` (no arrays are allocated), and
 the children of ``serial`` / ``parallel`` / ``residual`` are named like the
 keys of the model's params dict (``dense_0``, ``relu_0``, ...). The same rows
 are stored in exported models' metadata and printed by ``jnn info``.
+
+``jnn.summary`` is this module, and calling it calls :func:`summary`:
+``jnn.summary(model, (-1, 30))`` and ``jnn.summary.Summary`` both work.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import types
 from typing import Any, NamedTuple
 
 import jax
@@ -245,3 +250,13 @@ def _jsonable(shape: Any) -> Any:
 
 
 __all__ = ["Summary", "SummaryRow", "format_table", "summary"]
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``jnn.summary(model, shape)`` is :func:`summary`."""
+
+    def __call__(self, model: AnyLayer, input_shape: Shape, *, key: PRNGKey | None = None):
+        return summary(model, input_shape, key=key)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -50,6 +50,13 @@ def is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def is_number(value: Any) -> bool:
+    """A Python or numpy int or float, not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
 def check_int(
     where: str, name: str, value: Any, *, minimum: int | None = None, hint: str = ""
 ) -> int:
@@ -103,9 +110,7 @@ def check_number(
     Raises:
       ValueError: for a bool, a non-number, NaN/Inf or a value out of range.
     """
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    )
+    ok = is_number(value)
     number = float(value) if ok else math.nan
     if ok and math.isfinite(number):
         ok = (low is None or number > low or (number == low and not low_open)) and (

@@ -8,26 +8,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jnn import _data
 from jnn._typing import Array, ArrayLike
 
 Reduction = Literal["mean", "sum", "none"]
 
 
 def as_array(name: str, what: str, x: ArrayLike) -> Array:
-    """``x`` as a numeric ``jax.Array``, or a TypeError naming the argument."""
-    if isinstance(x, jax.Array):
-        arr = x
-    else:
-        np_x = np.asarray(x)
-        if np_x.dtype.kind not in "biuf":
-            raise TypeError(
-                f"{name}: {what} must be numeric, got dtype {np_x.dtype}. Convert it with "
-                "np.asarray(..., dtype=np.float32) (or an integer dtype for class labels)."
-            )
-        arr = jnp.asarray(np_x)
-    if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_):
-        raise TypeError(f"{name}: {what} must be numeric, got dtype {arr.dtype}.")
-    return arr
+    """``x`` as a numeric ``jax.Array``: :func:`jnn._data.as_array` (its one message), on device."""
+    return jnp.asarray(_data.as_array(name, what, x))
 
 
 def check_values(name: str, what: str, x: Array, *, floating: bool = True) -> Array:

@@ -37,7 +37,14 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jnn import losses as _losses
-from jnn._data import check_labels, check_positive_int, check_xy, close_match, is_int
+from jnn._data import (
+    check_labels,
+    check_positive_int,
+    check_xy,
+    close_match,
+    is_int,
+    is_number,
+)
 from jnn._table import Table
 from jnn._typing import Array, ArrayLike, Params
 from jnn.layers._base import AnyLayer, _check_layer, is_stateful, stateful
@@ -276,7 +283,7 @@ def _hparam_settings(hparams: Any) -> list[dict[str, float]]:
         )
     for s in settings:
         for name, v in s.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            if not is_number(v):
                 raise TypeError(
                     f"sweep: hyperparameter {name!r} must be a number to be swept, got {v!r}. "
                     "Fix non-numeric options inside the optimizer factory instead."
@@ -754,7 +761,7 @@ def _compiled_sweep(
 
 
 def _seed_list(seeds: Any) -> list[Seed]:
-    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+    if is_int(seeds):
         return list(range(check_positive_int("sweep", "seeds", seeds)))
     if isinstance(seeds, (list, tuple, np.ndarray)) and len(seeds) > 0:
         out: list[Seed] = []
@@ -770,7 +777,7 @@ def _seed_list(seeds: Any) -> list[Seed]:
 def _fold_weights(folds: Any, n: int) -> tuple[np.ndarray, np.ndarray] | None:
     if folds is None:
         return None
-    if isinstance(folds, (int, np.integer)) and not isinstance(folds, bool):
+    if is_int(folds):
         folds = KFold(int(folds))
     if isinstance(folds, KFold):
         return kfold_weights(n, folds.k, seed=folds.seed, shuffle=folds.shuffle)

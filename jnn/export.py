@@ -48,7 +48,7 @@ import numpy as np
 from flax import serialization
 
 from jnn import _container
-from jnn._data import as_array, check_finite, check_positive_int
+from jnn._data import as_array, check_finite, check_positive_int, is_int
 from jnn._typing import Params, State
 from jnn._version import __version__
 from jnn.layers._base import AnyLayer, _check_layer, stateful
@@ -602,7 +602,7 @@ def _input_spec(where: str, spec: Any, dtype: Any) -> tuple[tuple[int, ...], np.
         raise ValueError(f"{where}: input_spec needs a batch axis, e.g. (-1, 30); got {shape}.")
     features = shape[1:]
     for d in features:
-        if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 1:
+        if not is_int(d) or d < 1:
             raise ValueError(
                 f"{where}: input_spec {shape}: only the first (batch) axis may be unknown; "
                 "every other dimension must be a positive int."

@@ -58,7 +58,13 @@ def is_number(value: Any) -> bool:
 
 
 def check_int(
-    where: str, name: str, value: Any, *, minimum: int | None = None, hint: str = ""
+    where: str,
+    name: str,
+    value: Any,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    hint: str = "",
 ) -> int:
     """``value`` as a Python int (``>= minimum`` if given); numpy integers accepted, bools refused.
 
@@ -67,6 +73,7 @@ def check_int(
       name: the argument's name.
       value: what the user passed.
       minimum: the smallest value allowed, or None.
+      maximum: the largest value allowed, or None.
       hint: appended to what is expected, e.g. ``" or None"``.
 
     Returns:
@@ -75,16 +82,24 @@ def check_int(
     Raises:
       ValueError: for anything else (a bool, a float, a string, a smaller int).
     """
-    if not is_int(value) or (minimum is not None and value < minimum):
+    if (
+        not is_int(value)
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+    ):
         expected = {None: "an int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
+        if maximum is not None:
+            expected += f" <= {maximum}"
         extra = " (a bool is not a size)" if isinstance(value, (bool, np.bool_)) else ""
         raise ValueError(f"{where}: {name} must be {expected}{hint}, got {value!r}{extra}.")
     return int(value)
 
 
-def check_positive_int(where: str, name: str, value: Any, *, hint: str = "") -> int:
+def check_positive_int(
+    where: str, name: str, value: Any, *, maximum: int | None = None, hint: str = ""
+) -> int:
     """:func:`check_int` with ``minimum=1``: sizes, counts, epochs, batch sizes."""
-    return check_int(where, name, value, minimum=1, hint=hint)
+    return check_int(where, name, value, minimum=1, maximum=maximum, hint=hint)
 
 
 def check_number(

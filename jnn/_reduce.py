@@ -71,6 +71,11 @@ def weighted_reduce(
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+    if values.size == 0:
+        raise ValueError(
+            f"{name}: the predictions and labels are empty (shape {tuple(values.shape)}); "
+            "nothing to average."
+        )
     w = None
     for what, extra in (("weights", weights), ("mask", mask)):
         if extra is None:

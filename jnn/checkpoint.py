@@ -40,7 +40,7 @@ import numpy as np
 from flax import serialization
 
 from jnn import _container
-from jnn._data import check_int, check_positive_int
+from jnn._data import as_array, check_int, check_positive_int
 
 __all__ = [
     "FORMAT_VERSION",
@@ -253,11 +253,14 @@ def save(
     if keep is not None:
         keep = check_positive_int("checkpoint.save", "keep", keep, hint=" or None")
     for where, leaf in jax.tree_util.tree_leaves_with_path(state):
+        name = jax.tree_util.keystr(where) or "<root>"
         if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, bool)):
             raise TypeError(
-                f"checkpoint.save: {jax.tree_util.keystr(where) or '<root>'} is a "
-                f"{type(leaf).__name__}; a checkpoint holds only arrays and numbers."
+                f"checkpoint.save: {name} is a {type(leaf).__name__}; a checkpoint holds only "
+                "arrays and numbers."
             )
+        if not _is_typed_key(leaf):
+            as_array("checkpoint.save", name, leaf, complex_ok=True)  # strings, objects: refused
     data = _encode(state, epoch, history or {})
     directory = check_directory(directory, where="checkpoint.save")
     path = directory / f"epoch_{epoch:06d}.ckpt"

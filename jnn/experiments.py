@@ -760,9 +760,12 @@ def _compiled_sweep(
     return jax.jit(jax.vmap(one_run, in_axes=(0, 0, 0, 0, None)))
 
 
+_MAX_SEEDS = 2**20  # a million runs per hyperparameter setting; a larger int is a mistake
+
+
 def _seed_list(seeds: Any) -> list[Seed]:
     if is_int(seeds):
-        return list(range(check_positive_int("sweep", "seeds", seeds)))
+        return list(range(check_positive_int("sweep", "seeds", seeds, maximum=_MAX_SEEDS)))
     if isinstance(seeds, (list, tuple, np.ndarray)) and len(seeds) > 0:
         out: list[Seed] = []
         for s in seeds:

@@ -318,6 +318,16 @@ def _decode(body: bytes, where: str) -> tuple[dict, Any, list[np.ndarray]]:
             f"{where}: malformed model body: the stored weights do not match the program's "
             "arguments (count, shapes or dtypes)."
         )
+    for what, aval in (("input", avals[-1]), ("output", exported.out_avals[0])):
+        spec = metadata[what]
+        if tuple(aval.shape[1:]) != tuple(spec["shape"][1:]) or np.dtype(aval.dtype) != np.dtype(
+            spec["dtype"]
+        ):
+            raise ExportError(
+                f"{where}: malformed metadata: the {what} is described as (n, "
+                f"{', '.join(map(str, spec['shape'][1:]))}) {spec['dtype']} but the program's is "
+                f"{aval.shape} {aval.dtype}."
+            )
     return metadata, exported, list(weights)
 
 
@@ -328,7 +338,7 @@ def _check_metadata(meta: Any, where: str) -> None:
             and isinstance(spec.get("shape"), list)
             and bool(spec["shape"])
             and spec["shape"][0] is None
-            and all(isinstance(d, int) and d >= 1 for d in spec["shape"][1:])
+            and all(is_int(d) and d >= 1 for d in spec["shape"][1:])
             and isinstance(spec.get("dtype"), str)
         )
 
@@ -616,8 +626,9 @@ def _input_spec(where: str, spec: Any, dtype: Any) -> tuple[tuple[int, ...], np.
 def _platforms(where: str, platforms: Sequence[str]) -> tuple[str, ...]:
     if isinstance(platforms, str):
         platforms = (platforms,)
-    out = tuple(str(p).lower() for p in platforms)
     known = {"cpu", "cuda", "rocm", "tpu"}
+    ok = isinstance(platforms, (list, tuple)) and all(isinstance(p, str) for p in platforms)
+    out = tuple(p.lower() for p in platforms) if ok else ()
     if not out or not set(out) <= known:
         raise ValueError(f"{where}: platforms must be among {sorted(known)}, got {platforms!r}.")
     return out
@@ -644,8 +655,8 @@ def _check_output(where: str, exported: Any) -> tuple[tuple[int, ...], str]:
 def _labels(where: str, labels: Any, out_shape: tuple[int, ...]) -> list[str] | None:
     if labels is None:
         return None
-    if isinstance(labels, str) or not all(isinstance(s, str) for s in labels):
-        raise TypeError(f"{where}: labels must be a sequence of strings, got {labels!r}.")
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(s, str) for s in labels):
+        raise TypeError(f"{where}: labels must be a list of strings, got {labels!r}.")
     labels = list(labels)
     units = out_shape[-1] if out_shape else 1
     if len(labels) != units and not (units == 1 and len(labels) == 2):

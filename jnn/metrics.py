@@ -85,7 +85,7 @@ def categorical_accuracy(
       Array(0.5, dtype=float32)
     """
     pred = as_array("categorical_accuracy", "predictions", pred)
-    labels, sparse = _losses._class_labels("categorical_accuracy", pred, labels)
+    labels, sparse = _losses._class_labels("categorical_accuracy", "predictions", pred, labels)
     target = labels if sparse else jnp.argmax(labels, axis=-1)
     hits = (jnp.argmax(pred, axis=-1) == target).astype(jnp.float32)
     return weighted_reduce("categorical_accuracy", hits, weights=weights, mask=mask)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from jnn._data import check_int, check_number, close_match
 from jnn._typing import ActivationLike, Array
-from jnn.layers._base import Layer, describe, normalize_shape
+from jnn.layers._base import Layer, check_numeric, describe, normalize_shape
 
 #: Probability clipping used by sigmoid's gradient floor and by the BCE losses.
 EPS = 1e-7
@@ -138,7 +138,7 @@ def _elementwise(
 
     def apply(params, x, *, key=None, train=False):
         del params, key, train
-        return fn(x)
+        return fn(check_numeric(name, x))
 
     return describe(Layer(init, apply), kind, config)
 

@@ -411,6 +411,8 @@ def init_param(
     """
     shape = tuple(int(d) for d in shape)
     check_size(f"{name}.init", f"parameter {what!r}", shape, dtype)
+    if key is not None:
+        key = check_key(f"{name}.init", key)
     return initializer(key, shape, dtype)
 
 
@@ -429,11 +431,25 @@ def feature_dim(name: str, input_shape: Shape, *, min_rank: int = 1) -> int:
     return shape[-1]
 
 
+def check_numeric(name: str, x: Any, what: str = "input") -> Array:
+    """``x`` as a numeric ``jax.Array`` (bool, int, float), or a TypeError naming the layer."""
+    return jnp.asarray(as_array(name, what, x, complex_ok=True))
+
+
+def check_shapes(name: str, input_shape: Any) -> Any:
+    """A shape, or a (nested) tuple of shapes for several inputs, as tuples; else a TypeError."""
+    if (
+        isinstance(input_shape, (tuple, list))
+        and input_shape
+        and all(isinstance(s, (tuple, list)) for s in input_shape)
+    ):
+        return tuple(check_shapes(name, s) for s in input_shape)
+    return normalize_shape(name, input_shape)  # () included: the shape of a scalar
+
+
 def check_inexact(name: str, x: Any) -> Array:
     """``x`` as an array with a floating dtype, or a TypeError naming the layer."""
-    x = as_array(name, "input", x, complex_ok=True)
-    if not isinstance(x, jax.Array):
-        x = jnp.asarray(x)
+    x = check_numeric(name, x)
     if not jnp.issubdtype(x.dtype, jnp.inexact):
         raise TypeError(
             f"{name}: expected floating-point input, got dtype {x.dtype} with shape "

@@ -18,13 +18,12 @@ from jnn.layers._spatial import (
     check_padding,
     check_rank,
     dimension_numbers,
-    explicit_pads,
     fold_batch,
     int_tuple,
     spatial_and_channels,
     spatial_input_shape,
     unfold_batch,
-    window_out_size,
+    window_output,
 )
 
 Initializer = Callable[..., Array]
@@ -130,14 +129,7 @@ def Conv(
                 f"{name}.init: input channels {in_ch} (input_shape {shape}) are not divisible "
                 f"by groups={groups}."
             )
-        pads = explicit_pads(padding_, spatial, window, strides_, dilation_)
-        args = zip(spatial, window, strides_, dilation_, pads, strict=True)
-        out = tuple(window_out_size(*a) for a in args)
-        if min(out) < 1:
-            raise ValueError(
-                f"{name}.init: input_shape {shape} is too small for the kernel; the output "
-                f"spatial size would be {out}. Use padding='SAME' or a smaller kernel."
-            )
+        out = window_output(f"{name}.init", shape, spatial, window, strides_, dilation_, padding_)
         k_key, b_key = jax.random.split(check_key(f"{name}.init", key))
         w_shape = (*window, in_ch // groups, features)
         params = {"w": init_param(name, "w", kernel_init, k_key, w_shape, dtype)}
@@ -151,6 +143,7 @@ def Conv(
         w = params["w"]
         _check_channels(name, x, nd, w.shape[-2] * groups)
         xb, lead = fold_batch(x, nd)
+        window_output(name, x.shape, xb.shape[1:-1], window, strides_, dilation_, padding_)
         y = lax.conv_general_dilated(
             xb,
             w.astype(x.dtype),

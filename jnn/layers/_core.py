@@ -15,6 +15,8 @@ from jnn.layers._activations import get_activation
 from jnn.layers._base import (
     Layer,
     check_inexact,
+    check_numeric,
+    check_shapes,
     describe,
     feature_dim,
     init_param,
@@ -148,7 +150,7 @@ def Flatten(ndim: int | None = None) -> Layer:
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
         del params, key, train
-        x = jnp.asarray(x)
+        x = check_numeric("Flatten", x)
         lead = _split(x.shape)
         return x.reshape(*x.shape[:lead], -1)
 
@@ -193,6 +195,7 @@ def Dropout(rate: float) -> Layer:
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
         del params
+        x = check_numeric(f"Dropout(rate={rate})", x)
         if not train or rate == 0.0:
             return x
         if key is None:
@@ -222,7 +225,7 @@ def Identity() -> Layer:
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
         del key
-        return tuple(input_shape), {}
+        return check_shapes("Identity", input_shape), {}
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
         del params, key, train

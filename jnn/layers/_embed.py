@@ -14,6 +14,7 @@ from jnn._typing import Array, Params, PRNGKey, Shape
 from jnn.layers._base import (
     Layer,
     check_inexact,
+    check_numeric,
     describe,
     feature_dim,
     init_param,
@@ -71,7 +72,7 @@ def Embedding(
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
         del key, train
-        ids = jnp.asarray(x) if not isinstance(x, jax.core.Tracer) else x
+        ids = check_numeric(name, x, "ids")
         if not jnp.issubdtype(ids.dtype, jnp.integer):
             raise TypeError(
                 f"{name}: expected integer ids, got dtype {ids.dtype} with shape "

@@ -84,11 +84,11 @@ def spatial_and_channels(shape: Shape, nd: int) -> tuple[tuple[int, ...], int]:
 
 
 def check_rank(name: str, x: Array, nd: int, channels: str) -> None:
-    """Refuse input with fewer than ``nd + 1`` axes."""
-    if x.ndim < nd + 1:
+    """Refuse input with fewer than ``nd + 1`` axes, or an empty spatial or channel axis."""
+    if x.ndim < nd + 1 or 0 in x.shape[x.ndim - nd - 1 :]:
         raise ValueError(
-            f"{name}: expected input of shape (*batch, {channels}) with rank >= {nd + 1}, "
-            f"got {tuple(x.shape)}."
+            f"{name}: expected input of shape (*batch, {channels}) with rank >= {nd + 1} and "
+            f"non-empty spatial and channel axes, got {tuple(x.shape)}."
         )
 
 
@@ -109,6 +109,33 @@ def window_out_size(
     """Output length of a strided, dilated window sliding over padded input."""
     effective = (window - 1) * dilation + 1
     return (size + pads[0] + pads[1] - effective) // stride + 1
+
+
+def window_output(
+    name: str,
+    shape: Sequence[Any],
+    spatial: Sequence[int],
+    window: Sequence[int],
+    strides: Sequence[int],
+    dilation: Sequence[int],
+    padding: str | tuple[tuple[int, int], ...],
+) -> tuple[int, ...]:
+    """The output spatial sizes of a window over ``spatial``; a ValueError if one is empty.
+
+    ``shape`` (the whole input shape) is named in the message. Shared by
+    convolutions and pooling, at ``init`` and at ``apply``: an input smaller
+    than the window gives an error, never a silently empty output.
+    """
+    pads = explicit_pads(padding, spatial, window, strides, dilation)
+    args = zip(spatial, window, strides, dilation, pads, strict=True)
+    out = tuple(window_out_size(*a) for a in args)
+    if min(out) < 1:
+        raise ValueError(
+            f"{name}: input of shape {tuple(shape)} is too small for the window "
+            f"{tuple(window)}: the output spatial size would be {out}, empty. Use "
+            "padding='SAME' or a smaller window."
+        )
+    return out
 
 
 def explicit_pads(

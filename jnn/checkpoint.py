@@ -167,7 +167,7 @@ def check_directory(directory: str | os.PathLike, *, where: str = "checkpoint") 
       where: the caller's name, for messages.
 
     Returns:
-      ``directory`` as a :class:`~pathlib.Path`.
+      ``directory`` as a ``pathlib.Path``.
 
     Raises:
       TypeError: if ``directory`` is not a path.

@@ -510,3 +510,49 @@ def test_export_save_arguments(tmp_path_factory, spec, labels, platforms):
         ["input_spec", "labels", "platforms", "Dense(2)", "input_shape"],
         lambda meta: jnn.export.load(path),
     )
+
+
+@FEW
+@given(batches=st.lists(xy(), min_size=1, max_size=3) | JUNK, steps=st.sampled_from([None, 1, 0]))
+def test_fit_on_a_stream(batches, steps):
+    """Streams of batches (a list: re-iterated each epoch) with random shapes and dtypes."""
+    model, params = _model()
+
+    def fit():
+        return jnn.fit(model, params, batches, loss="mse", epochs=1, steps_per_epoch=steps,
+                       key=KEY, verbose=0)  # fmt: skip
+
+    outcome(fit, [*DATA_NAMES, "batch", "stream", "steps_per_epoch"])
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    ext=st.sampled_from([".npy", ".csv", ".json", ".txt"]),
+    batch_size=st.sampled_from(["4", "0", "-1"]),
+)
+def test_cli_predict_inputs(exported, tmp_path_factory, capsys, data, ext, batch_size):
+    """`jnn predict` on random input files: predictions (status 0) or one error line (status 1)."""
+    from jnn.cli import main
+
+    path = tmp_path_factory.mktemp("cli") / f"x{ext}"
+    x = data.draw(arrays(max_rank=3) | st.just(np.ones((3, 4), np.float32)))
+    if ext == ".npy":
+        if x.dtype == object:
+            path.write_bytes(data.draw(st.binary(max_size=64)))
+        else:
+            np.save(path, x)
+    elif ext == ".json":
+        payload = data.draw(st.sampled_from([x.tolist(), {"inputs": x.tolist()}, {"x": 1}, "a"]))
+        path.write_text(json.dumps(payload, default=str))
+    else:
+        table = np.atleast_2d(x)
+        table = table.reshape(table.shape[0], -1) if table.size else table.reshape(0, 0)
+        path.write_text("\n".join(",".join(map(str, row)) for row in table))
+    status = main(["predict", exported, "--input", str(path), "--batch-size", batch_size])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    if status == 0:
+        assert len(json.loads(out)["predictions"]) >= 1
+    else:
+        assert status == 1 and err.startswith("jnn predict: error:"), err

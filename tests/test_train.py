@@ -306,7 +306,11 @@ BAD_FIT = [
     (dict(data=(np.ones((0, 10)), np.ones((0, 1)))), ValueError, "empty"),
     (dict(batch_size=0), ValueError, "batch_size must be a positive int"),
     (dict(epochs=-1), ValueError, "epochs must be a positive int"),
-    (dict(data=(np.full((4, 10), np.nan), np.ones((4, 1)))), ValueError, "NaN/Inf.*index 0"),
+    (
+        dict(data=(np.full((4, 10), np.nan), np.ones((4, 1)))),
+        ValueError,
+        "NaN/Inf.*first at example 0",
+    ),
     (dict(data=(np.ones((4, 10)), np.full((4, 1), 2.0))), ValueError, r"labels in \[0, 1\]"),
     (dict(data=(np.ones((4, 10)), np.ones((4,)))), ValueError, r"\(1, 1\) vs labels \(1,\)"),
     (dict(data=np.ones((4, 10))), TypeError, "pair"),

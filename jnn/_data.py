@@ -89,7 +89,10 @@ def check_int(
     ):
         expected = {None: "an int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
         if maximum is not None:
-            expected += f" <= {maximum}"
+            expected = (
+                f"an int in [{minimum}, {maximum}]" if minimum not in (None, 1) else
+                f"{expected} <= {maximum}"
+            )  # fmt: skip
         extra = " (a bool is not a size)" if isinstance(value, (bool, np.bool_)) else ""
         raise ValueError(f"{where}: {name} must be {expected}{hint}, got {value!r}{extra}.")
     return int(value)

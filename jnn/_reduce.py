@@ -38,6 +38,19 @@ def check_values(name: str, what: str, x: Array, *, floating: bool = True) -> Ar
     return x
 
 
+class ShapeMismatchError(ValueError):
+    """Predictions and labels of different shapes (jnn never broadcasts one against the other).
+
+    Attributes:
+      name: the loss or metric.
+      pred_shape, target_shape: the two shapes.
+    """
+
+    def __init__(self, message: str, name: str, pred_shape: tuple, target_shape: tuple):
+        super().__init__(message)
+        self.name, self.pred_shape, self.target_shape = name, pred_shape, target_shape
+
+
 def check_same_shape(name: str, pred: Array, target: Array) -> None:
     """Refuse broadcasting: ``pred`` and ``target`` must have one shape."""
     if pred.shape != target.shape:
@@ -46,11 +59,14 @@ def check_same_shape(name: str, pred: Array, target: Array) -> None:
             hint = f" Reshape the labels with labels.reshape({', '.join(map(str, pred.shape))})."
         elif target.shape == (*pred.shape, 1):
             hint = " Reshape the labels with labels.squeeze(-1)."
-        raise ValueError(
+        raise ShapeMismatchError(
             f"{name}: shape mismatch: predictions {tuple(pred.shape)} vs labels "
             f"{tuple(target.shape)}. jnn never broadcasts them against each other (an (N, 1) "
             f"output and (N,) labels would silently give an (N, N) loss)."
-            + (hint or " Make both shapes equal.")
+            + (hint or " Make both shapes equal."),
+            name,
+            tuple(pred.shape),
+            tuple(target.shape),
         )
 
 

@@ -31,9 +31,18 @@ from jnn import checkpoint as _checkpoint
 from jnn import distributed as _distributed
 from jnn import losses as _losses
 from jnn import metrics as _metrics
-from jnn._data import check_key, check_labels, check_positive_int, check_xy
+from jnn._data import (
+    check_int,
+    check_key,
+    check_labels,
+    check_number,
+    check_positive_int,
+    check_xy,
+    close_match,
+)
+from jnn._reduce import ShapeMismatchError
 from jnn._typing import Array, ArrayLike, Params, PRNGKey, State
-from jnn.layers._base import AnyLayer, StatefulLayer, _check_layer, close_match, stateful
+from jnn.layers._base import AnyLayer, StatefulLayer, _check_layer, stateful
 
 __all__ = [
     "Callback",
@@ -98,7 +107,9 @@ class TrainState(NamedTuple):
           learning_rate: for an optimizer given by name.
 
         Returns:
-          A :class:`TrainState` at step 0.
+          A :class:`TrainState` at step 0. It holds copies of ``params``,
+          ``model_state`` and ``key``: a donating step consumes the state, not
+          the arrays you passed.
 
         Raises:
           ValueError: for an unknown optimizer name or a bad learning rate.
@@ -112,12 +123,17 @@ class TrainState(NamedTuple):
           (0, {})
         """
         tx = get_optimizer(optimizer, learning_rate)
+        key = check_key("TrainState.create", key)
+        # Copies: a donating step (make_train_step) deletes the state's buffers, never the
+        # caller's params, model state or key.
+        params, model_state, key = _copy_tree((params, {} if model_state is None else model_state,
+                                               key))  # fmt: skip
         return cls(
             params=params,
             opt_state=tx.init(params),
             step=jnp.zeros((), jnp.int32),
-            key=check_key("TrainState.create", key),
-            model_state={} if model_state is None else model_state,
+            key=key,
+            model_state=model_state,
         )
 
 
@@ -170,13 +186,9 @@ def get_optimizer(
                 f"Unknown optimizer {optimizer!r}.{close_match(optimizer, _OPTIMIZERS)} Known: "
                 f"{', '.join(_OPTIMIZERS)}; or pass any optax.GradientTransformation."
             )
-        bad_rate = isinstance(learning_rate, bool) or not (
-            learning_rate is None
-            or callable(learning_rate)  # an optax schedule
-            or (isinstance(learning_rate, (int, float)) and learning_rate > 0)
-        )
-        if bad_rate:
-            raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
+        if learning_rate is not None and not callable(learning_rate):  # not an optax schedule
+            learning_rate = check_number("get_optimizer", "learning_rate", learning_rate,
+                                         low=0.0, low_open=True)  # fmt: skip
         return _named_optimizer(optimizer, learning_rate)
     if isinstance(optimizer, optax.GradientTransformation):
         if learning_rate is not None:
@@ -249,6 +261,13 @@ def _resolve_metrics(
 ) -> tuple[tuple[str, Callable], ...]:
     if isinstance(metrics, (str,)) or callable(metrics):
         metrics = [metrics]
+    if not isinstance(metrics, (list, tuple)) or not all(
+        isinstance(m, str) or callable(m) for m in metrics
+    ):
+        raise TypeError(
+            f"metrics must be a list of metric names or functions, e.g. ['accuracy'], got "
+            f"{metrics!r}."
+        )
     from_logits = loss_fn in _losses.LOGIT_LOSSES
     names = _metric_names(metrics)
     return tuple(
@@ -354,7 +373,9 @@ def make_train_step(
       learning_rate: for an optimizer given by name.
       metrics: names or functions computed on the step's predictions.
       donate: donate the input state's buffers to the output (the input state
-        must not be used again). Saves a copy of params and optimizer state.
+        must not be used again: doing so is a ``ValueError`` saying so). Saves
+        a copy of params and optimizer state. :meth:`TrainState.create` copies
+        what it is given, so the arrays you built the state from stay usable.
 
     Returns:
       ``step(state, batch)``, where ``batch`` is ``(x, y)`` or
@@ -385,7 +406,27 @@ def make_train_step(
             raise TypeError("step: batch must be (x, y) or (x, y, weights).")
         return pure(state, batch[0], batch[1], batch[2] if len(batch) == 3 else None)
 
-    return jax.jit(step, donate_argnums=(0,) if donate else ())
+    compiled = jax.jit(step, donate_argnums=(0,) if donate else ())
+    if not donate:
+        return compiled
+
+    @functools.wraps(step)
+    def donating_step(state: TrainState, batch: Batch):
+        try:
+            return compiled(state, batch)
+        except Exception as err:  # a donated (deleted) input fails inside jax: say so
+            leaves = jax.tree_util.tree_leaves_with_path(state)
+            gone = [jax.tree_util.keystr(p) for p, a in leaves if _is_deleted(a)]
+            if not gone:
+                raise
+            raise ValueError(
+                f"step: the state passed in was already donated to an earlier step (its buffer "
+                f"{gone[0]} is deleted): donation reuses the input state's memory for the "
+                "output. Pass the state the previous step returned (state, logs = step(state, "
+                "batch)), or build the step with donate=False to keep inputs alive."
+            ) from err
+
+    return donating_step
 
 
 # --------------------------------------------------------------------------- epochs
@@ -755,7 +796,10 @@ def fit(
     smodel = stateful(model)
     model_state = _check_model_state(where, model, model_state)
     plan = _distributed._plan(where, mesh, param_sharding)
-    source = _stream_source(where, data, steps_per_epoch, sample_weight=sample_weight, plan=plan)
+    source = _stream_source(
+        where, data, steps_per_epoch, sample_weight=sample_weight, plan=plan,
+        steps_name="steps_per_epoch",
+    )  # fmt: skip
     x, y, w = check_xy(where, data, weights=sample_weight) if source is None else source.first
     epochs = check_positive_int(where, "epochs", epochs)
     n = x.shape[0] if plan is None else plan.global_rows(where, x.shape[0])
@@ -770,16 +814,16 @@ def fit(
     metric_fns = _resolve_metrics(metrics, loss_fn)
     checkpoint_every = check_positive_int(where, "checkpoint_every", checkpoint_every)
     on_nan = _check_on_nan(where, on_nan)
-    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
-        raise TypeError(
-            f"{where}: checkpoint_dir must be a path, got {type(checkpoint_dir).__name__}."
-        )
+    verbose = _check_fit_options(where, early_stopping, callbacks, verbose, shuffle)
+    if checkpoint_dir is not None:  # a file, or a directory under a checkpoint's name: now
+        _checkpoint.check_directory(checkpoint_dir, where=where)  # not after an epoch
     if resume and checkpoint_dir is None:
         raise ValueError(f"{where}: resume=True needs checkpoint_dir= to resume from.")
     val: tuple[Any, ...] | None = None
     val_source = _stream_source(
-        f"{where}: validation_data", validation_data, validation_steps, plan=plan
-    )
+        f"{where}: validation_data", validation_data, validation_steps, plan=plan,
+        steps_name="validation_steps",
+    )  # fmt: skip
     if validation_data is not None and val_source is None:
         val = check_xy(f"{where}: validation_data", validation_data)
 
@@ -965,7 +1009,10 @@ def _resume(where, directory, template, history_keys):
 
 
 def _is_deleted(leaf: Any) -> bool:
-    return isinstance(leaf, jax.Array) and leaf.is_deleted()
+    """A concrete array whose buffer was donated (a tracer has none)."""
+    return (
+        isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and leaf.is_deleted()
+    )
 
 
 class _SigintFlag:
@@ -990,13 +1037,15 @@ class _SigintFlag:
         return False
 
 
-def _stream_source(where, data, steps, *, sample_weight=None, arity=2, plan=None):
+def _stream_source(
+    where, data, steps, *, sample_weight=None, arity=2, plan=None, steps_name="steps"
+):  # fmt: skip
     """A :class:`jnn._stream.Source` when ``data`` is a batch stream, else None."""
     from jnn import _stream
 
     if data is None or not (_stream.is_stream(data) if arity == 2 else _stream.is_x_stream(data)):
         if steps is not None:
-            raise ValueError(f"{where}: steps per epoch are only for a stream of batches.")
+            raise ValueError(f"{where}: {steps_name} is only for a stream of batches.")
         return None
     if plan is not None:
         raise ValueError(
@@ -1009,7 +1058,7 @@ def _stream_source(where, data, steps, *, sample_weight=None, arity=2, plan=None
             "in its batches, as (x, y, weights)."
         )
     if steps is not None:
-        steps = check_positive_int(where, "steps", steps)
+        steps = check_positive_int(where, steps_name, steps)
     return _stream.Source(where, data, steps=steps, arity=arity)
 
 
@@ -1160,6 +1209,8 @@ def _trace_shape(where, model, params, model_state, loss_fn, metric_fns, x, y):
 
     try:
         out = _traced(where, model, params, model_state, x.shape[1:], probe, xb, yb)
+    except ShapeMismatchError as err:  # traced on one row: name the real shapes
+        raise ValueError(_label_shape_message(where, err, x.shape[0], y.shape)) from None
     except TypeError as err:
         if "weights" in str(err) and "unexpected keyword" in str(err):
             raise TypeError(
@@ -1169,6 +1220,48 @@ def _trace_shape(where, model, params, model_state, loss_fn, metric_fns, x, y):
             ) from None
         raise
     return tuple(jax.tree.leaves(out)[0].shape)
+
+
+def _label_shape_message(where: str, err: ShapeMismatchError, n: int, y_shape: tuple) -> str:
+    """The loss's shape mismatch, with the data's shapes instead of the one-row probe's."""
+    pred = (n, *err.pred_shape[1:])
+    if pred == (*y_shape, 1):
+        fix = f"Reshape the labels: y = y.reshape({n}, 1) (or y[:, None])."
+    elif y_shape == (*pred, 1):
+        fix = "Drop the labels' last axis: y = y.squeeze(-1)."
+    elif int(np.prod(y_shape)) == int(np.prod(pred)):
+        fix = f"Reshape the labels: y = y.reshape{pred}."
+    else:
+        fix = f"Give labels of shape {pred}, or a model whose output matches y."
+    return (
+        f"{where}: {err.name}: the model's predictions have shape {pred} but the labels y "
+        f"have shape {tuple(y_shape)}; jnn never broadcasts them against each other (an "
+        f"(N, 1) output and (N,) labels would silently give an (N, N) loss). {fix}"
+    )
+
+
+def _check_fit_options(
+    where: str, early_stopping: Any, callbacks: Any, verbose: Any, shuffle: Any
+) -> int:
+    """``fit``'s early_stopping, callbacks, verbose and shuffle, checked before any tracing."""
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"{where}: shuffle must be True or False, got {shuffle!r}.")
+    if early_stopping is not None:
+        if not isinstance(early_stopping, EarlyStopping):
+            raise TypeError(
+                f"{where}: early_stopping must be a jnn.EarlyStopping, e.g. "
+                f"EarlyStopping(monitor='val_loss', patience=5), got {early_stopping!r}."
+            )
+        check_int(f"{where}: early_stopping", "patience", early_stopping.patience, minimum=0)
+        check_number(f"{where}: early_stopping", "min_delta", early_stopping.min_delta, low=0.0)
+    if not isinstance(callbacks, (list, tuple)) or not all(callable(c) for c in callbacks):
+        raise TypeError(
+            f"{where}: callbacks must be a list of functions cb(epoch, logs, state), got "
+            f"{callbacks!r}."
+        )
+    if isinstance(verbose, (bool, np.bool_)):
+        return int(verbose)
+    return check_int(where, "verbose", verbose, minimum=0, maximum=2)
 
 
 class _Stopper:

@@ -322,6 +322,27 @@ def test_fit_evaluate_predict(data, batch_size):
     outcome(lambda: jnn.predict(model, params, x), DATA_NAMES, rows)
 
 
+FIT_OPTIONS = [
+    "early_stopping", "callbacks", "verbose", "checkpoint_dir", "on_nan", "checkpoint_every",
+    "checkpoint_keep", "validation_data", "metrics", "sample_weight", "shuffle", "learning_rate",
+]  # fmt: skip
+
+
+@FEW
+@given(
+    option=st.sampled_from(FIT_OPTIONS),
+    value=JUNK | st.sampled_from([jnn.EarlyStopping("loss", patience=-1), [print, 3], "rise"]),
+)
+def test_fit_options(tmp_path_factory, option, value):
+    model, params = _model()
+    x = np.linspace(0, 1, 8, dtype=np.float32).reshape(4, 2)
+    if option == "checkpoint_dir" and isinstance(value, str):
+        value = tmp_path_factory.mktemp("ck") / value
+    kw = {"loss": "mse", "epochs": 1, "key": KEY, "verbose": 0, option: value}
+    names = [option, option.rstrip("s"), "Unknown", "epoch", "validation"]
+    outcome(lambda: jnn.fit(model, params, (x, x[:, :1]), **kw), names)
+
+
 @FEW
 @given(state_key=JUNK | st.just(KEY), optimizer=JUNK | st.sampled_from(["adam", "sgd"]))
 def test_train_state_and_step(state_key, optimizer):

@@ -159,6 +159,8 @@ def MultiHeadAttention(
                 f"{name}: expected query (*batch, T, Dq) and key_value (*batch, S, Dkv) of "
                 f"rank >= 2 with the same batch axes, got {q} and {kv}."
             )
+        if 0 in (q[-2], kv[-2]):
+            raise ValueError(f"{name}: empty sequence: query {q} and key_value {kv}, T and S >= 1.")
         if mask is not None:
             want = (*q[:-1], kv[-2])
             if len(mask) != len(want) or not _same_batch(mask, want):

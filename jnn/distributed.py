@@ -347,9 +347,9 @@ class _Plan(NamedTuple):
         """Inside jit: keep params / optimizer state in their layout across steps."""
         return jax.lax.with_sharding_constraint(tree, self.state_shardings(tree))
 
-    def constrain_batch(self, *arrays: jax.Array) -> list[jax.Array]:
-        """Inside jit: ``(batch, ...)`` arrays split along the data axis."""
-        spec = NamedSharding(self.mesh, P(self.axis))
+    def constrain_batches(self, *arrays: jax.Array) -> list[jax.Array]:
+        """Inside jit: ``(num_batches, batch, ...)`` arrays split along the batch axis."""
+        spec = NamedSharding(self.mesh, P(None, self.axis))
         return [jax.lax.with_sharding_constraint(a, spec) for a in arrays]
 
     def global_rows(self, where: str, local_rows: int) -> int:

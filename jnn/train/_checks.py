@@ -18,10 +18,6 @@ from jnn._typing import State
 from jnn.layers._base import AnyLayer, StatefulLayer
 
 
-def copy_tree(tree: Any) -> Any:
-    return jax.tree.map(lambda a: jnp.asarray(a).copy(), tree)
-
-
 def check_model_state(where: str, model: AnyLayer, model_state: State | None) -> State:
     if isinstance(model, StatefulLayer):
         if model_state is None:
@@ -145,4 +141,4 @@ def _trace_shape(where, model, params, model_state, loss_fn, metric_fns, x, y):
     return tuple(jax.tree.leaves(out)[0].shape)
 
 
-__all__ = ["check_model_state", "check_params", "check_trace", "copy_tree", "traced"]
+__all__ = ["check_model_state", "check_params", "check_trace", "traced"]

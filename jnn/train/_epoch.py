@@ -35,7 +35,10 @@ from jnn.train._shuffle import permutation
 from jnn.train._state import TrainState
 from jnn.train._step import GuardState, NanGuard, pure_step
 
-Fetch = Callable[[Any], tuple[Array, Array, Array, Any]]
+# A gather per step costs a few microseconds of dispatch on a CPU, more than a small
+# model's whole step; so the rows of up to GATHER_STEPS steps (at most GATHER_BYTES) are
+# gathered at once, and the steps then slice them. That chunk is the only extra memory.
+GATHER_STEPS, GATHER_BYTES = 128, 16 << 20
 
 # --------------------------------------------------------------------------- batching
 
@@ -57,43 +60,66 @@ def epoch_order(key: Any, n: int, batch_size: int, shuffle: bool) -> Array:
     return slots.reshape(nb, batch_size)
 
 
-def gather_fetch(x: Array, y: Array, w: Array, n: int, plan: Any = None) -> Fetch:
-    """``fetch(slots) -> (xb, yb, wb, True)``: one batch gathered from the arrays.
+class Gather(NamedTuple):
+    """Batches gathered by slot from arrays ``x, y, w`` of ``n`` examples.
 
-    A padding slot ``s >= n`` reads row ``s - n`` (a real example; ``s - n <
-    batch_size <= n``) with weight 0. With a ``plan`` (a mesh) the batch is split
+    ``gather(slots)`` maps ``(k, batch)`` slots to stacked ``(xs, ys, ws)``. A
+    padding slot ``s >= n`` reads row ``s - n`` (a real example: ``s - n <
+    batch_size <= n``) with weight 0. With a ``plan`` (a mesh) each batch is split
     along the data axis.
     """
 
-    def fetch(slots: Array):
+    x: Array
+    y: Array
+    w: Array
+    plan: Any = None
+
+    def __call__(self, slots: Array) -> tuple[Array, Array, Array]:
+        n = self.x.shape[0]
         real = slots < n
         rows = jnp.where(real, slots, slots - n)
+
         def take(a: Array) -> Array:  # rows are in [0, n) by construction: no bounds checks
             return a.at[rows].get(mode="promise_in_bounds")
 
-        xb, yb = take(x), take(y)
-        wb = jnp.where(real, take(w), jnp.zeros((), w.dtype))
-        if plan is not None:
-            xb, yb, wb = plan.constrain_batch(xb, yb, wb)
-        return xb, yb, wb, True
+        batches = take(self.x), take(self.y), jnp.where(real, take(self.w), 0).astype(self.w.dtype)
+        if self.plan is not None:
+            batches = tuple(self.plan.constrain_batches(*batches))
+        return batches
 
-    return fetch
+    def chunk(self, batch_size: int) -> int:
+        """Steps whose rows are gathered at once (see :data:`GATHER_STEPS`)."""
+        row = sum(a.dtype.itemsize * math.prod(a.shape[1:]) for a in (self.x, self.y, self.w))
+        return max(1, min(GATHER_STEPS, GATHER_BYTES // max(1, row * batch_size)))
+
+    def scan(self, run: Callable, carry: Any, slots: Array, batch_size: int) -> Any:
+        """``carry = run(carry, batches)`` over ``slots``, a chunk of steps at a time."""
+        steps, k = slots.shape[0], self.chunk(batch_size)
+        main = steps // k * k
+        if main:
+            chunks = slots[:main].reshape(main // k, k, batch_size)
+            carry = jax.lax.scan(lambda c, s: (run(c, self(s)), None), carry, chunks)[0]
+        if steps > main:
+            carry = run(carry, self(slots[main:]))
+        return carry
 
 
 # --------------------------------------------------------------------------- the scan bodies
 
 
-def train_scan(step: Callable, guard: NanGuard, fetch: Fetch, masked: bool, plan: Any = None):
-    """``scan(state, sums, guard_state, items) -> (state, sums, guard_state)``.
+def train_scan(step: Callable, guard: NanGuard, masked: bool, plan: Any = None):
+    """``scan(state, sums, guard_state, batches) -> (state, sums, guard_state)``.
 
-    THE training loop body: fetch a batch, take a (guarded) step, add its logs
-    weighted by the batch's example weights. With ``masked``, a step whose
-    validity flag is False is skipped entirely (no update, no step count).
+    THE training loop body, over stacked batches ``(xs, ys, ws)`` (arrays, gathered
+    by :class:`Gather`) or ``(xs, ys, ws, valid)`` (a stream's group, ``masked``):
+    take a (guarded) step, add its logs weighted by the batch's example weights.
+    With ``masked``, a step whose validity flag is False is skipped entirely (no
+    update, no step count).
     """
 
-    def body(carry, item):
+    def body(carry, batch):
         state, sums, g = carry
-        xb, yb, wb, ok = fetch(item)
+        xb, yb, wb, *valid = batch
 
         def run(state: TrainState, sums: Sums, g: GuardState):
             state, logs, wb_used, g = guard.step(step, state, xb, yb, wb, g)
@@ -102,31 +128,32 @@ def train_scan(step: Callable, guard: NanGuard, fetch: Fetch, masked: bool, plan
             return state, sums.add(logs, wb_used), g
 
         if masked:
-            carry = jax.lax.cond(ok, run, lambda *carry: carry, state, sums, g)
+            carry = jax.lax.cond(valid[0], run, lambda *carry: carry, state, sums, g)
         else:
             carry = run(state, sums, g)
         return carry, None
 
-    def scan(state: TrainState, sums: Sums, g: GuardState, items: Any):
-        return jax.lax.scan(body, (state, sums, g), items)[0]
+    def scan(state: TrainState, sums: Sums, g: GuardState, batches: Any):
+        return jax.lax.scan(body, (state, sums, g), batches)[0]
 
     return scan
 
 
-def eval_scan(model: StatefulLayer, loss_fn, metric_fns: MetricFns, fetch: Fetch, masked: bool):
-    """``scan(params, model_state, sums, items) -> sums``: evaluation-mode batch logs."""
+def eval_scan(model: StatefulLayer, loss_fn, metric_fns: MetricFns, masked: bool):
+    """``scan(params, model_state, sums, batches) -> sums``: evaluation-mode batch logs,
+    over ``(xs, ys, ws)`` or, ``masked``, ``(xs, ys, ws, valid)``."""
 
-    def scan(params, model_state, sums: Sums, items: Any) -> Sums:
-        def body(sums: Sums, item):
-            xb, yb, wb, ok = fetch(item)
+    def scan(params, model_state, sums: Sums, batches: Any) -> Sums:
+        def body(sums: Sums, batch):
+            xb, yb, wb, *valid = batch
             pred, _ = model.apply(params, model_state, xb, train=False)
             logs = batch_logs(loss_fn, metric_fns, pred, yb, wb)
             if masked:  # a skipped step: weight 0 (where, not a product: values may be NaN)
-                logs = {k: jnp.where(ok, v, jnp.zeros_like(v)) for k, v in logs.items()}
-                wb = jnp.where(ok, wb, jnp.zeros_like(wb))
+                logs = {k: jnp.where(valid[0], v, jnp.zeros_like(v)) for k, v in logs.items()}
+                wb = jnp.where(valid[0], wb, jnp.zeros_like(wb))
             return sums.add(logs, wb), None
 
-        return jax.lax.scan(body, sums, items)[0]
+        return jax.lax.scan(body, sums, batches)[0]
 
     return scan
 
@@ -141,20 +168,20 @@ def zero_sums(fn: Callable, *args: Any) -> Sums:
 
 def eval_fn(model, loss_fn, metric_fns: MetricFns, batch_size: int, plan: Any = None):
     """``run(params, model_state, x, y, w) -> logs``: a scan over the arrays in order."""
+    scan = eval_scan(model, loss_fn, metric_fns, masked=False)
 
     def run(params, model_state, x, y, w):
-        n = x.shape[0]
-        order = epoch_order(None, n, batch_size, shuffle=False)
-        fetch = gather_fetch(x, y, w, n, plan)
-        scan = eval_scan(model, loss_fn, metric_fns, fetch, masked=False)
+        order = epoch_order(None, x.shape[0], batch_size, shuffle=False)
+        gather = Gather(x, y, w, plan)
 
         def logs_of(params, model_state, slots):
-            xb, yb, wb, _ = fetch(slots)
-            pred, _ = model.apply(params, model_state, xb, train=False)
-            return batch_logs(loss_fn, metric_fns, pred, yb, wb)
+            xs, ys, ws = gather(slots[None])
+            pred, _ = model.apply(params, model_state, xs[0], train=False)
+            return batch_logs(loss_fn, metric_fns, pred, ys[0], ws[0])
 
         sums = zero_sums(logs_of, params, model_state, order[0])
-        return scan(params, model_state, sums, order).mean()
+        sums = gather.scan(functools.partial(scan, params, model_state), sums, order, batch_size)
+        return sums.mean()
 
     return run
 
@@ -179,17 +206,31 @@ class EpochSpec(NamedTuple):
     plan: Any = None
 
 
-def _train_parts(spec: EpochSpec):
+class _Parts(NamedTuple):
+    """An array epoch's pieces: start, run steps, finish (one program or several)."""
+
+    begin: Callable  # (state, x, y, w) -> (state, order, sums, guard_state)
+    steps: Callable  # (state, sums, g, x, y, w, slots) -> (state, sums, g)
+    finish: Callable  # (state, sums, val) -> logs
+
+
+def _parts(spec: EpochSpec) -> _Parts:
     step = pure_step(spec.model, spec.loss_fn, spec.tx, spec.metric_fns)
     guard = NanGuard(spec.on_nan)
-
-    def zeros(state, fetch, slots):
-        xb, yb, wb, _ = fetch(slots)
-        return zero_sums(lambda s: step(s, xb, yb, wb)[1], state)
-
+    scan = train_scan(step, guard, masked=False, plan=spec.plan)
     validation = None
     if spec.validate:
         validation = eval_fn(spec.model, spec.loss_fn, spec.metric_fns, spec.batch_size, spec.plan)
+
+    def begin(state: TrainState, x, y, w):
+        state, order = begin_epoch(state, x.shape[0], spec.batch_size, spec.shuffle)
+        xs, ys, ws = Gather(x, y, w, spec.plan)(order[:1])
+        sums = zero_sums(lambda s: step(s, xs[0], ys[0], ws[0])[1], state)
+        return state, order, sums, guard.init()
+
+    def steps(state: TrainState, sums: Sums, g: GuardState, x, y, w, slots):
+        run = lambda carry, batches: scan(*carry, batches)  # noqa: E731
+        return Gather(x, y, w, spec.plan).scan(run, (state, sums, g), slots, spec.batch_size)
 
     def finish(state: TrainState, sums: Sums, val) -> dict[str, Array]:
         logs = sums.mean()
@@ -198,7 +239,7 @@ def _train_parts(spec: EpochSpec):
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         return logs
 
-    return step, guard, zeros, finish
+    return _Parts(begin, steps, finish)
 
 
 def epoch_fn(spec: EpochSpec) -> Callable:
@@ -209,15 +250,12 @@ def epoch_fn(spec: EpochSpec) -> Callable:
     vmaps it over runs. With a ``plan`` (a mesh) each batch is split along the data
     axis and the state kept in its layout; XLA inserts the gradient all-reduce.
     """
-    step, guard, zeros, finish = _train_parts(spec)
+    parts = _parts(spec)
 
     def epoch(state: TrainState, x, y, w, val):
-        n = x.shape[0]
-        state, order = begin_epoch(state, n, spec.batch_size, spec.shuffle)
-        fetch = gather_fetch(x, y, w, n, spec.plan)
-        scan = train_scan(step, guard, fetch, masked=False, plan=spec.plan)
-        state, sums, g = scan(state, zeros(state, fetch, order[0]), guard.init(), order)
-        return state, finish(state, sums, val), g
+        state, order, sums, g = parts.begin(state, x, y, w)
+        state, sums, g = parts.steps(state, sums, g, x, y, w, order)
+        return state, parts.finish(state, sums, val), g
 
     return epoch
 
@@ -235,32 +273,15 @@ def compiled_eval(model, loss_fn, metric_fns, batch_size, plan=None) -> Callable
     return jax.jit(eval_fn(model, loss_fn, metric_fns, batch_size, plan))
 
 
-class _SplitEpoch(NamedTuple):
-    """An array epoch as several calls: ``begin``, ``steps`` (k at a time), ``end``."""
-
-    begin: Callable  # (state, x, y, w) -> (state, order, sums, guard_state)
-    steps: Callable  # (state, sums, g, x, y, w, slots) -> (state, sums, g)
-    end: Callable  # (state, sums, val) -> logs
-
-
 @functools.lru_cache(maxsize=32)
-def compiled_split_epoch(spec: EpochSpec) -> _SplitEpoch:
-    """The epoch of :func:`epoch_fn` cut into calls: the same steps, bit for bit."""
-    step, guard, zeros, finish = _train_parts(spec)
-
-    def begin(state: TrainState, x, y, w):
-        state, order = begin_epoch(state, x.shape[0], spec.batch_size, spec.shuffle)
-        sums = zeros(state, gather_fetch(x, y, w, x.shape[0], spec.plan), order[0])
-        return state, order, sums, guard.init()
-
-    def steps(state, sums, g, x, y, w, slots):
-        fetch = gather_fetch(x, y, w, x.shape[0], spec.plan)
-        return train_scan(step, guard, fetch, masked=False, plan=spec.plan)(state, sums, g, slots)
-
-    return _SplitEpoch(
-        jax.jit(begin, donate_argnums=(0,)),
-        jax.jit(steps, donate_argnums=(0, 1, 2)),
-        jax.jit(finish),
+def compiled_split_epoch(spec: EpochSpec) -> _Parts:
+    """The epoch of :func:`epoch_fn` as several calls (``steps`` on a slice of the
+    order at a time): the same steps, bit for bit."""
+    parts = _parts(spec)
+    return _Parts(
+        jax.jit(parts.begin, donate_argnums=(0,)),
+        jax.jit(parts.steps, donate_argnums=(0, 1, 2)),
+        jax.jit(parts.finish),
     )
 
 
@@ -269,15 +290,13 @@ _FLOPS: dict[Any, float] = {}
 
 def step_flops(spec: EpochSpec, state: TrainState, x, y, w) -> float:
     """Flops of one training step, from XLA's cost analysis of the lowered (not compiled)
-    step (0 when the backend gives none). Remembered per spec and shapes (bounded)."""
-    batch = [jax.ShapeDtypeStruct((spec.batch_size, *a.shape[1:]), a.dtype) for a in (x, y, w)]
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), state)
-    leaves, treedef = jax.tree.flatten(abstract)
-    cache_key = (spec, treedef, tuple(leaves), tuple(batch))
+    step (0 when the backend gives none). Remembered per spec and data shapes (bounded)."""
+    cache_key = (spec, *((a.shape[1:], a.dtype) for a in (x, y, w)))
     if cache_key not in _FLOPS:
         step = pure_step(spec.model, spec.loss_fn, spec.tx, spec.metric_fns)
+        batch = [jax.ShapeDtypeStruct((spec.batch_size, *a.shape[1:]), a.dtype) for a in (x, y, w)]
         try:
-            lowered = jax.jit(lambda s, xb, yb, wb: step(s, xb, yb, wb)[0]).lower(abstract, *batch)
+            lowered = jax.jit(lambda s, xb, yb, wb: step(s, xb, yb, wb)[0]).lower(state, *batch)
             flops = float((lowered.cost_analysis() or {}).get("flops", 0.0))
         except Exception:  # an estimate only: never a reason to fail
             flops = 0.0
@@ -360,7 +379,7 @@ class ArrayEpoch:
             tick(done, self.nb)
             if done < self.nb and (interrupted() or guard.tripped(g)):
                 return EpochOut(state, None, g, False)
-        return EpochOut(state, parts.end(state, sums, self.val), g, True)
+        return EpochOut(state, parts.finish(state, sums, self.val), g, True)
 
 
 __all__ = [
@@ -374,7 +393,7 @@ __all__ = [
     "epoch_order",
     "eval_fn",
     "eval_scan",
-    "gather_fetch",
+    "Gather",
     "num_batches",
     "train_scan",
     "zero_sums",

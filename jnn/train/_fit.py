@@ -19,7 +19,7 @@ from jnn import losses as _losses
 from jnn._data import check_key, check_labels, check_positive_int, check_xy
 from jnn._typing import ArrayLike, Params, PRNGKey, State
 from jnn.layers._base import AnyLayer, _check_layer, close_match, stateful
-from jnn.train._checks import check_model_state, check_trace, copy_tree
+from jnn.train._checks import check_model_state, check_trace
 from jnn.train._control import (
     Callback,
     EarlyStopping,
@@ -30,7 +30,7 @@ from jnn.train._control import (
 )
 from jnn.train._epoch import ArrayEpoch, EpochSpec, compiled_eval
 from jnn.train._logs import resolve_metrics
-from jnn.train._state import TrainState, get_optimizer, jit_init
+from jnn.train._state import TrainState, fresh_state, get_optimizer
 from jnn.train._step import NanGuard
 from jnn.train._stream import StreamEpoch, Validated, default_put, evaluate_stream, stream_source
 
@@ -232,10 +232,7 @@ def fit(
         )
 
     # Fresh buffers: the compiled epoch donates its state, never the caller's arrays.
-    params = copy_tree(params)
-    opt_state = jit_init(tx)(params) if opt_state is None else copy_tree(opt_state)
-    state = TrainState(params, opt_state, jnp.zeros((), jnp.int32), copy_tree(key),
-                       copy_tree(model_state))  # fmt: skip
+    state = fresh_state(tx)(params, opt_state, key, model_state)
     if plan is not None:
         state = plan.put_state(state)
     runner = _epoch_runner(
@@ -265,7 +262,8 @@ def fit(
                 # `state` was donated; out.state is the last good one (checkpoints on disk
                 # stay at epoch boundaries, so a resume is still exact).
                 state = out.state
-                if guard.check(where, out.guard, epoch=epoch, state=state, history=history,
+                logs, out_guard = jax.device_get((out.logs, out.guard))  # one transfer
+                if guard.check(where, out_guard, epoch=epoch, state=state, history=history,
                                result_type=FitResult):  # fmt: skip
                     break
                 if not out.complete:  # Ctrl-C in the middle of a long epoch
@@ -275,7 +273,7 @@ def fit(
                         stacklevel=2,
                     )
                     break
-                logs = {k: float(out.logs[k]) for k in history_keys}  # "loss", then metrics
+                logs = {k: float(logs[k]) for k in history_keys}  # "loss", then metrics
                 for k, v in logs.items():
                     history[k].append(v)
                 done = epoch + 1
@@ -318,9 +316,7 @@ def _epoch_runner(
     fused_val = source is None and val_source is None and val is not None
     spec = EpochSpec(model, loss_fn, tx, metric_fns, batch_size, shuffle, fused_val, on_nan, plan)
     if source is None:
-        xd, yd, wd = (
-            (jnp.asarray(a) for a in data) if plan is None else plan.put_data(where, data)
-        )
+        xd, yd, wd = jax.device_put(data) if plan is None else plan.put_data(where, data)
         runner: Any = ArrayEpoch(spec, state, (xd, yd, wd), val, steps_per_call)
     else:
         runner = StreamEpoch(

@@ -163,9 +163,20 @@ def _named_optimizer(name: str, learning_rate: Any) -> optax.GradientTransformat
 
 
 @functools.lru_cache(maxsize=64)
-def jit_init(tx: optax.GradientTransformation) -> Callable:
-    """``jax.jit(tx.init)``, cached: one compiled call instead of a dispatch per leaf."""
-    return jax.jit(tx.init)
+def fresh_state(tx: optax.GradientTransformation) -> Callable:
+    """``start(params, opt_state, key, model_state) -> TrainState`` at step 0, jitted.
+
+    Every leaf is a new buffer (the compiled epochs donate their state, never the
+    caller's arrays), and ``opt_state=None`` is ``tx.init(params)``: one compiled
+    call instead of a dispatch per leaf.
+    """
+
+    def start(params, opt_state, key, model_state) -> TrainState:
+        params, key, model_state = jax.tree.map(jnp.copy, (params, key, model_state))
+        opt_state = tx.init(params) if opt_state is None else jax.tree.map(jnp.copy, opt_state)
+        return TrainState(params, opt_state, jnp.zeros((), jnp.int32), key, model_state)
+
+    return jax.jit(start)
 
 
-__all__ = ["OPTIMIZERS", "TrainState", "get_optimizer", "jit_init"]
+__all__ = ["OPTIMIZERS", "TrainState", "fresh_state", "get_optimizer"]

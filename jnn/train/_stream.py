@@ -387,11 +387,6 @@ def sharded_put(batch_sharding: Any) -> Callable:
 # --------------------------------------------------------------------------- compiled calls
 
 
-def _group_item(item: Any) -> Any:
-    """A stream group's step is already a batch: ``(xb, yb, wb, valid)``."""
-    return item
-
-
 @functools.lru_cache(maxsize=32)
 def compiled_steps(model, loss_fn, tx, metric_fns, masked: bool, on_nan=None) -> Callable:
     """``call(state, sums, guard, xs, ys, ws, valid) -> (state, sums, guard)``.
@@ -401,7 +396,7 @@ def compiled_steps(model, loss_fn, tx, metric_fns, masked: bool, on_nan=None) ->
     guard's carry is threaded through the groups of an epoch.
     """
     step = pure_step(model, loss_fn, tx, metric_fns)
-    scan = train_scan(step, NanGuard(on_nan), _group_item, masked)
+    scan = train_scan(step, NanGuard(on_nan), masked)
 
     def call(state: TrainState, sums: Sums, g, xs, ys, ws, valid):
         return scan(state, sums, g, (xs, ys, ws, valid))
@@ -412,7 +407,7 @@ def compiled_steps(model, loss_fn, tx, metric_fns, masked: bool, on_nan=None) ->
 @functools.lru_cache(maxsize=32)
 def compiled_eval_steps(model, loss_fn, metric_fns) -> Callable:
     """``call(params, model_state, sums, xs, ys, ws, valid) -> sums``: k evaluation batches."""
-    scan = eval_scan(model, loss_fn, metric_fns, _group_item, masked=True)
+    scan = eval_scan(model, loss_fn, metric_fns, masked=True)
 
     def call(params, model_state, sums: Sums, xs, ys, ws, valid):
         return scan(params, model_state, sums, (xs, ys, ws, valid))

@@ -329,25 +329,32 @@ class ArrayEpoch:
 
     ``steps_per_call=None`` decides: one call per epoch unless the epoch takes
     longer than :data:`LONG_EPOCH_S` (measured, or for the first epoch estimated
-    from the step's flops), then calls of about :data:`CALL_S` each.
+    from the step's flops), then calls of about :data:`CALL_S` each. Calls end on
+    the boundaries of the gathered chunks (:meth:`Gather.chunk`), so a cut epoch
+    runs the very same loops as a whole one: the same result, bit for bit.
     """
 
     def __init__(self, spec: EpochSpec, state: TrainState, data, val, steps_per_call):
         self.spec, self.data, self.val = spec, data, val
         self.nb = num_batches(data[0].shape[0], spec.batch_size)
+        self.chunk = Gather(*data).chunk(spec.batch_size)
         self.fixed = steps_per_call
-        self.k = self.nb if steps_per_call is None else min(steps_per_call, self.nb)
+        self.k = self.nb if steps_per_call is None else self._aligned(steps_per_call)
         if steps_per_call is None and self.nb > 64:  # a first guess, before any timing
             rate = _FLOPS_PER_S.get(jax.devices()[0].platform, 1e11)
             flops = step_flops(spec, state, *data)
             self.k = self._calls_for(self.nb * (flops / rate + 5e-6))
+
+    def _aligned(self, k: int) -> int:
+        """``k`` rounded up to whole gathered chunks (at most the epoch)."""
+        return min(-(-k // self.chunk) * self.chunk, self.nb)
 
     def _calls_for(self, epoch_seconds: float) -> int:
         """Steps per call for an epoch of this duration (a power of two, or all of it)."""
         if epoch_seconds <= LONG_EPOCH_S:
             return self.nb
         per_step = max(epoch_seconds / self.nb, 1e-9)
-        return min(2 ** max(0, round(math.log2(max(1.0, CALL_S / per_step)))), self.nb)
+        return self._aligned(2 ** max(0, round(math.log2(max(1.0, CALL_S / per_step)))))
 
     def _replan(self, seconds: float) -> None:
         """Adapt ``k`` to the measured epoch; each new ``k`` is one more compilation, so

@@ -130,7 +130,8 @@ def fit(
         epoch as one call unless it takes over ~2 s (estimated from the step's
         flops, then measured), when it is cut into calls of ~0.5 s so progress
         shows and Ctrl-C lands within a second; the result is the same, bit for
-        bit. For a stream, batches stacked and run as one compiled ``lax.scan``
+        bit (calls hold whole chunks of gathered batches: up to 128 steps for
+        small rows, so a smaller value is rounded up). For a stream, batches stacked and run as one compiled ``lax.scan``
         call (default 1; e.g. 64); a short last group runs its real steps only
         (one more compilation).
       steps_per_epoch: for a stream, batches per epoch (needed for an

@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jnn._data import as_array, check_key, check_size, is_int
-from jnn._data import close_match as close_match  # re-exported: the layers' unknown-name errors
 from jnn._typing import Array, Params, PRNGKey, Shape, State
 
 

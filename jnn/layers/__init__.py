@@ -92,18 +92,22 @@ from jnn.layers._base import (
     spec_of,
     stateful,
 )
+from jnn.layers._cells import GRUCell, LSTMCell
 from jnn.layers._combinators import FanInConcat, FanInSum, FanOut, parallel, residual, serial
 from jnn.layers._conv import Conv, ConvTranspose
 from jnn.layers._core import Dense, Dropout, Flatten, Identity
 from jnn.layers._embed import Embedding, PositionalEmbedding
 from jnn.layers._norm import BatchNorm, LayerNorm, RMSNorm
 from jnn.layers._pool import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool, Reshape
+from jnn.layers._recurrent import GRU, LSTM, Bidirectional, SimpleRNN, sequence_mask
+from jnn.layers._repeat import remat, repeat
 
 __all__ = [
     "ACTIVATIONS",
     "Activation",
     "AvgPool",
     "BatchNorm",
+    "Bidirectional",
     "Conv",
     "ConvTranspose",
     "Dense",
@@ -114,10 +118,14 @@ __all__ = [
     "FanInSum",
     "FanOut",
     "Flatten",
+    "GRU",
+    "GRUCell",
     "Gelu",
     "GlobalAvgPool",
     "GlobalMaxPool",
     "Identity",
+    "LSTM",
+    "LSTMCell",
     "Layer",
     "LayerNorm",
     "LayerSpec",
@@ -132,6 +140,7 @@ __all__ = [
     "Selu",
     "Sigmoid",
     "Silu",
+    "SimpleRNN",
     "Softmax",
     "Softplus",
     "StatefulLayer",
@@ -141,7 +150,10 @@ __all__ = [
     "get_activation",
     "is_stateful",
     "parallel",
+    "remat",
+    "repeat",
     "residual",
+    "sequence_mask",
     "serial",
     "sigmoid",
     "spec_of",

@@ -225,16 +225,16 @@ def _walk(layer, name, kind, key, input_shape, depth, rows, stack=()) -> Any:
     own = own if isinstance(params, dict) and kind not in _TRANSPARENT else {}
     copies = math.prod(stack)
     rows.append(
-        SummaryRow(
-            name, depth, box["shape"], copies * _count(params), copies * _count(state), own
-        )
+        SummaryRow(name, depth, box["shape"], copies * _count(params), copies * _count(state), own)
     )
     children = _children(layer)
     if children:
         keys = jax.random.split(key, len(children))
         if kind == "parallel":
             shapes = list(input_shape)
-        inner = (*stack, dict(spec_of(layer).config)["n"]) if kind == "repeat" else stack
+        spec = spec_of(layer)
+        repeats = dict(spec.config)["n"] if kind == "repeat" and spec is not None else None
+        inner = stack if repeats is None else (*stack, repeats)
         for i, (child_name, child) in enumerate(children):
             s = shapes[i] if kind == "parallel" else input_shape
             out = _walk(child, child_name, layer_kind(child), keys[i], s, depth + 1, rows, inner)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -235,7 +235,7 @@ def run(
     final, ys = lax.scan(body, state, (xs, ms), reverse=reverse)
     unflat = lambda a: a.reshape(*batch, *a.shape[1:])  # noqa: E731
     final = jax.tree.map(unflat, final)
-    if return_sequences:
+    if ys is not None:  # return_sequences
         out = jnp.swapaxes(ys, 0, 1).reshape(*batch, steps, rec.features)
     else:
         out = final[0] if rec.state_is_pair else final
@@ -556,6 +556,7 @@ def Bidirectional(layer: AnyLayer, *, merge: str = "concat") -> Layer:
             + close_match(str(merge), _MERGES)
         )
     config = dict(spec.config)
+    forward = cast(Layer, layer)  # one of the constructors above: a plain Layer
     backward = _CONSTRUCTORS[spec.kind](**{**config, "reverse": not config["reverse"]})
     return_sequences, return_state = config["return_sequences"], config["return_state"]
     name = f"Bidirectional({type_name(spec.kind)}({config['features']}))"
@@ -571,7 +572,7 @@ def Bidirectional(layer: AnyLayer, *, merge: str = "concat") -> Layer:
         k_f, k_b = jax.random.split(check_key(f"{name}.init", key))
         params, outs = {}, []
         for direction, child, k, s in zip(
-            ("forward", "backward"), (layer, backward), (k_f, k_b), pair, strict=True
+            ("forward", "backward"), (forward, backward), (k_f, k_b), pair, strict=True
         ):
             shape, params[direction] = child.init(k, (x, mask, s))
             outs.append(_unpack(shape, mask is not None, return_sequences, return_state))
@@ -586,7 +587,7 @@ def Bidirectional(layer: AnyLayer, *, merge: str = "concat") -> Layer:
         pair = _state_pair(name, state)
         results = []
         for direction, child, s in zip(
-            ("forward", "backward"), (layer, backward), pair, strict=True
+            ("forward", "backward"), (forward, backward), pair, strict=True
         ):
             value = child.apply(params[direction], (x, mask, s))
             results.append(_unpack(value, mask is not None, return_sequences, return_state))

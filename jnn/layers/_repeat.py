@@ -221,19 +221,18 @@ def repeat(layer: AnyLayer, n: int) -> AnyLayer:
         _check_carry(body, x, (params, state, keys))
         return lax.scan(body, x, (params, state, keys))
 
+    children = [(layer_kind(layer), layer)]
     if stateful_child:
 
         def s_apply(params: Params, state: State, x: Any, *, key=None, train=False):
             return scan(params, state, x, key, train)
 
-        new = StatefulLayer(init, s_apply)
-    else:
+        return describe(StatefulLayer(init, s_apply), "repeat", {"n": n}, children)
 
-        def apply(params: Params, x: Any, *, key=None, train=False):
-            return scan(params, None, x, key, train)[0]
+    def apply(params: Params, x: Any, *, key=None, train=False):
+        return scan(params, None, x, key, train)[0]
 
-        new = Layer(init, apply)
-    return describe(new, "repeat", {"n": n}, [(layer_kind(layer), layer)])
+    return describe(Layer(init, apply), "repeat", {"n": n}, children)
 
 
 def _check_carry(body: Callable, x: Any, xs: Any) -> None:

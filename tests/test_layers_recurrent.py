@@ -369,7 +369,7 @@ BAD = [
                                         (np.zeros((3, 4)), np.zeros((3, 4))))),
      ValueError, r"shape \(2, 4\) each .*got \(\(3, 4\), \(3, 4\)\)"),
     (lambda: jnn.LSTM(4).apply(PARAMS, np.ones((2, 5, 7), np.float32)), ValueError,
-     r"expected inputs with 3 features.*got shape \(10, 7\)|got shape \(2, 5, 7\)"),
+     r"expected inputs with 3 features.*got shape \(2, 5, 7\)"),
     (lambda: jnn.LSTM(4).apply(PARAMS, (1, 2, 3, 4)), ValueError,
      r"expected x, \(x, mask\) or \(x, mask, initial_state\), got a tuple of length 4"),
     (lambda: jnn.LSTM(0), ValueError, r"features must be a positive int, got 0"),

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -390,8 +391,10 @@ PARAMS = jnn.LSTM(4).init(jax.random.key(0), (-1, 5, 3))[1]
 
 @pytest.mark.parametrize("make,error,match", BAD)
 def test_bad_input_is_a_clear_error(make, error, match):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as info:
         make()
+    last = traceback.extract_tb(info.tb)[-1].filename  # raised by jnn, not deep in JAX
+    assert "/jnn/" in last and "/jax/" not in last, last
 
 
 def test_numpy_integer_features_are_accepted():

@@ -1,6 +1,7 @@
 """remat and repeat: same values as the plain layers, stacked params, one copy in the program."""
 
 import re
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -234,8 +235,10 @@ BAD = [
 
 @pytest.mark.parametrize("make,error,match", BAD)
 def test_bad_input_is_a_clear_error(make, error, match):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as info:
         make()
+    last = traceback.extract_tb(info.tb)[-1].filename  # raised by jnn, not deep in JAX
+    assert "/jnn/" in last and "/jax/" not in last, last
 
 
 def test_numpy_integer_n_and_policy_functions_are_accepted():

@@ -41,7 +41,16 @@ Layers with several inputs take them as a tuple, exactly like
 :func:`parallel`: ``apply(params, (a, b), ...)`` and ``init`` gets the tuple of
 shapes ``((-1, T, D), (-1, S, E))``. ``MultiHeadAttention`` accepts ``x``
 (self-attention), ``(query, key_value)`` or ``(query, key_value, mask)``, so
-self-attention drops into ``serial``/``residual`` unchanged.
+self-attention drops into ``serial``/``residual`` unchanged. The recurrent
+layers (``SimpleRNN``, ``LSTM``, ``GRU``, ``Bidirectional``) accept ``x``
+``(*batch, T, F)``, ``(x, mask)`` or ``(x, mask, initial_state)``; masked
+steps keep the state and output zeros, and with ``return_sequences=True`` a
+masked layer returns ``(outputs, mask)`` so that the next one in ``serial``
+sees the same padding.
+
+Deep stacks: :func:`repeat` applies ``n`` copies of a layer (params stacked on
+a leading axis) with one ``lax.scan``, so the program holds the layer once;
+:func:`remat` recomputes a layer's activations in the backward pass.
 
 Constructors are CamelCase (``Dense``, ``Conv``, ``BatchNorm``); combinators are
 snake_case (``serial``, ``parallel``, ``residual``). Spatial layers (``Conv``,

@@ -5,11 +5,12 @@ relu), Dense(256))``, then ``Dense(1)``; its training step (MSE, Adam, one
 ``jax.jit``; written with optax here, so the figures measure the layers and
 not ``jnn.fit``).
 
-1. **compile**: for each depth, the seconds to trace and lower the training
-   step (``jit(...).lower``) and to compile it (``.compile()``), ``repeat``
-   (one ``lax.scan`` over stacked params) vs ``serial`` of the same blocks
-   (unrolled); also the warm step time at the largest depth.
-2. **memory**: the peak memory of training (two steps) at the largest depth,
+1. **compile**: for each depth (12, 48, 192), the seconds to trace and lower
+   the training step (``jit(...).lower``) and to compile it (``.compile()``),
+   ``repeat`` (one ``lax.scan`` over stacked params) vs ``serial`` of the same
+   blocks (unrolled), medians of interleaved rounds; also the warm step time
+   at depth 48.
+2. **memory**: the peak memory of training (two steps) at depth 48,
    one fresh process per variant: ``serial``, ``serial`` of ``remat`` blocks,
    ``repeat``, ``repeat(remat(block))``. Peak RSS (``VmHWM``) and its growth
    during training on the CPU; ``peak_bytes_in_use`` on a GPU; and the size of
@@ -22,7 +23,7 @@ not ``jnn.fit``).
 Target: ``repeat`` compiles an order of magnitude faster at depth 48, and its
 compile time does not grow with depth; ``remat`` cuts the memory of training.
 
-Run: ``python benchmarks/bench_deep.py [--quick] [--depths 12,24,48] [--batch 4096]``
+Run: ``python benchmarks/bench_deep.py [--quick] [--depths 12,48,192] [--depth 48] [--batch 4096]``
 (``--device`` uses JAX's default device, a GPU when present; else the CPU).
 """
 
@@ -142,7 +143,7 @@ def memory(depth: int, batch: int, device: bool) -> list[dict]:
     out = []
     for variant in VARIANTS:
         cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", variant]
-        cmd += ["--depths", str(depth), "--batch", str(batch)] + ["--device"] * device
+        cmd += ["--depth", str(depth), "--batch", str(batch)] + ["--device"] * device
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
         lines = proc.stdout.strip().splitlines()
         if proc.returncode or not lines:
@@ -154,9 +155,11 @@ def memory(depth: int, batch: int, device: bool) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="depths 12,48, batch 1024")
-    parser.add_argument("--depths", default=None, help="comma-separated (default 12,24,48)")
+    parser.add_argument("--quick", action="store_true", help="depths 12,48, batch 1024, 1 round")
+    parser.add_argument("--depths", default=None, help="compile part (default 12,48,192)")
+    parser.add_argument("--depth", type=int, default=48, help="step time and memory (48)")
     parser.add_argument("--batch", type=int, default=None, help="rows per step (default 4096)")
+    parser.add_argument("--rounds", type=int, default=None, help="compile rounds (default 3)")
     parser.add_argument("--repeats", type=int, default=5, help="timed warm steps")
     parser.add_argument("--parts", default="compile,memory", help="compile and/or memory")
     parser.add_argument("--device", action="store_true", help="JAX's default device, not CPU")
@@ -164,10 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.device:
         os.environ["JAX_PLATFORMS"] = "cpu"
-    depths = [int(d) for d in (args.depths or ("12,48" if args.quick else "12,24,48")).split(",")]
+    depths = [int(d) for d in (args.depths or ("12,48" if args.quick else "12,48,192")).split(",")]
     batch = args.batch or (1024 if args.quick else 4096)
+    rounds = args.rounds or (1 if args.quick else 3)
     if args.memory_child:
-        memory_child(args.memory_child, depths[-1], batch)
+        memory_child(args.memory_child, args.depth, batch)
         return 0
     import jax
 
@@ -175,27 +179,32 @@ def main(argv: list[str] | None = None) -> int:
           f"{jax.devices()[0].platform}; provisional unless run on a quiet machine")  # fmt: skip
     parts = args.parts.split(",")
     if "compile" in parts:
-        print("\ncompile time of the training step (seconds):")
+        # Rounds interleave every (depth, variant), so load changes hit all alike; medians.
+        runs: dict = {}
+        for _ in range(rounds):
+            for depth in depths:
+                for variant in ("serial", "repeat"):
+                    runs.setdefault((variant, depth), []).append(
+                        compile_times(variant, depth, batch)
+                    )
+        print(f"\ncompile time of the training step (seconds, median of {rounds} rounds):")
         print(f"  {'depth':>5}  {'variant':8}  {'trace+lower':>11}  {'compile':>8}  {'total':>7}")
         totals = {}
+        for (variant, depth), ts in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            lower = statistics.median(t["lower_s"] for t in ts)
+            comp = statistics.median(t["compile_s"] for t in ts)
+            totals[variant, depth] = statistics.median(t["lower_s"] + t["compile_s"] for t in ts)
+            print(f"  {depth:5d}  {variant:8}  {lower:11.2f}  {comp:8.2f}  "
+                  f"{totals[variant, depth]:7.2f}")  # fmt: skip
         for depth in depths:
-            for variant in ("serial", "repeat"):
-                t = compile_times(variant, depth, batch)
-                totals[variant, depth] = t["lower_s"] + t["compile_s"]
-                print(f"  {depth:5d}  {variant:8}  {t['lower_s']:11.2f}  {t['compile_s']:8.2f}  "
-                      f"{totals[variant, depth]:7.2f}")  # fmt: skip
-        deep = depths[-1]
-        print(f"  depth {deep}: serial / repeat = "
-              f"{totals['serial', deep] / totals['repeat', deep]:.1f}x; repeat at depth "
-              f"{depths[0]} -> {deep}: {totals['repeat', depths[0]]:.2f} s -> "
-              f"{totals['repeat', deep]:.2f} s")  # fmt: skip
+            print(f"  depth {depth}: serial / repeat = "
+                  f"{totals['serial', depth] / totals['repeat', depth]:.1f}x")  # fmt: skip
         for variant in ("serial", "repeat"):
-            ms = 1e3 * step_time(variant, deep, batch, args.repeats)
-            print(f"  warm step, depth {deep}, {variant}: {ms:.1f} ms")
+            ms = 1e3 * step_time(variant, args.depth, batch, args.repeats)
+            print(f"  warm training step, depth {args.depth}, {variant}: {ms:.0f} ms")
     if "memory" in parts:
-        deep = depths[-1]
-        print(f"\npeak memory of training, depth {deep} (fresh process per variant):")
-        for r in memory(deep, batch, args.device):
+        print(f"\nmemory of training, depth {args.depth} (a fresh process per variant):")
+        for r in memory(args.depth, batch, args.device):
             if "error" in r:
                 print(f"  {r['variant']:22}  error: {r['error']}")
                 continue

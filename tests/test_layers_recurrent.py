@@ -181,6 +181,8 @@ def test_hand_loop_over_the_cell_equals_the_layer():
     cell, layer = jnn.LSTMCell(6), jnn.LSTM(6, return_sequences=True, return_state=True)
     (_, state_shape), params = cell.init(jax.random.key(0), (-1, 3))
     assert state_shape == ((-1, 6), (-1, 6))
+    assert cell.init(jax.random.key(0), (None, 3))[0] == ((-1, 6), state_shape)
+    assert cell.init(jax.random.key(0), ((None, 3), state_shape))[0] == ((-1, 6), state_shape)
     _, layer_params = layer.init(jax.random.key(0), (-1, 4, 3))
     assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, layer_params)
     x = inputs(2, 4, 3)

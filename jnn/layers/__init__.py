@@ -101,6 +101,7 @@ from jnn.layers._base import (
     spec_of,
     stateful,
 )
+from jnn.layers._bidirectional import Bidirectional
 from jnn.layers._cells import GRUCell, LSTMCell
 from jnn.layers._combinators import FanInConcat, FanInSum, FanOut, parallel, residual, serial
 from jnn.layers._conv import Conv, ConvTranspose
@@ -108,7 +109,7 @@ from jnn.layers._core import Dense, Dropout, Flatten, Identity
 from jnn.layers._embed import Embedding, PositionalEmbedding
 from jnn.layers._norm import BatchNorm, LayerNorm, RMSNorm
 from jnn.layers._pool import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool, Reshape
-from jnn.layers._recurrent import GRU, LSTM, Bidirectional, SimpleRNN, sequence_mask
+from jnn.layers._recurrent import GRU, LSTM, SimpleRNN, sequence_mask
 from jnn.layers._repeat import remat, repeat
 
 __all__ = [

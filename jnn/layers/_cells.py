@@ -217,6 +217,7 @@ def _cell(rec: Recurrence, name: str, config: dict[str, Any]) -> Layer:
 
     def init(key: PRNGKey, input_shape: Any) -> tuple[Any, Params]:
         if isinstance(input_shape, (tuple, list)) and input_shape and _is_shape(input_shape[0]):
+            # (x_shape, state_shape): only x's shape matters
             if len(input_shape) != 2:
                 raise ValueError(
                     f"{name}.init: expected the shape of x, or of (x, state), got {input_shape!r}."
@@ -255,7 +256,7 @@ def _cell(rec: Recurrence, name: str, config: dict[str, Any]) -> Layer:
 
 
 def _is_shape(value: Any) -> bool:
-    return value is None or isinstance(value, (tuple, list))
+    return isinstance(value, (tuple, list))
 
 
 def LSTMCell(

@@ -1,4 +1,4 @@
-"""Recurrent layers over sequences: SimpleRNN, LSTM, GRU and Bidirectional (private module).
+"""Recurrent layers over sequences: SimpleRNN, LSTM and GRU (private module).
 
 A recurrent layer runs one cell (``jnn/layers/_cells.py``) over the time axis
 of a ``(*batch, T, F)`` input with ``lax.scan``. Like every layer with
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,14 +42,10 @@ from jax.nn import initializers
 from jnn._data import check_key, check_positive_int
 from jnn._typing import ActivationLike, Array, ArrayLike, Params, PRNGKey
 from jnn.layers._base import (
-    AnyLayer,
     Layer,
-    _check_layer,
     check_inexact,
-    close_match,
     describe,
     normalize_shape,
-    spec_of,
 )
 from jnn.layers._cells import (
     GLOROT_UNIFORM,
@@ -107,7 +103,7 @@ def sequence_mask(lengths: ArrayLike, max_length: int) -> Array:
     return steps < lengths[..., None]
 
 
-def _split(name: str, value: Any, *, shapes: bool) -> tuple[Any, Any, Any]:
+def split_inputs(name: str, value: Any, *, shapes: bool) -> tuple[Any, Any, Any]:
     """``x | (x, mask) | (x, mask, initial_state)`` -> ``(x, mask, state)`` (shapes at init)."""
     is_tuple = isinstance(value, (tuple, list)) and (
         not shapes or (bool(value) and isinstance(value[0], (tuple, list)))
@@ -244,15 +240,15 @@ def run(
     return out, final
 
 
-def _pack(out: Any, mask: Any, state: Any, return_sequences: bool, return_state: bool) -> Any:
+def pack(out: Any, mask: Any, state: Any, return_sequences: bool, return_state: bool) -> Any:
     """The documented output structure (works on arrays and on shapes alike)."""
     if mask is not None and return_sequences:
         out = (out, mask)
     return (out, state) if return_state else out
 
 
-def _unpack(value: Any, masked: bool, return_sequences: bool, return_state: bool) -> tuple:
-    """Inverse of :func:`_pack`: ``(out, state)`` (state None without return_state)."""
+def unpack(value: Any, masked: bool, return_sequences: bool, return_state: bool) -> tuple:
+    """Inverse of :func:`pack`: ``(out, state)`` (state None without return_state)."""
     out, state = value if return_state else (value, None)
     if masked and return_sequences:
         out = out[0]
@@ -269,20 +265,20 @@ def _sequence_layer(
     reverse = config["reverse"]
 
     def init(key: PRNGKey, input_shape: Any) -> tuple[Any, Params]:
-        x, mask, state = _split(name, input_shape, shapes=True)
+        x, mask, state = split_inputs(name, input_shape, shapes=True)
         x = _x_shape(name, x)
         _check_init_extras(name, rec, x, mask, state)
         params = rec.init(check_key(f"{name}.init", key), x[-1])
         batch = x[:-2]
         out = (*x[:-1], rec.features) if return_sequences else (*batch, rec.features)
         mask_shape = None if mask is None else x[:-1]
-        return _pack(out, mask_shape, state_shapes(rec, batch), return_sequences, return_state), (
+        return pack(out, mask_shape, state_shapes(rec, batch), return_sequences, return_state), (
             params
         )
 
     def apply(params: Params, x: Any, *, key: PRNGKey | None = None, train: bool = False):
         del key, train
-        x, mask, state = _split(name, x, shapes=False)
+        x, mask, state = split_inputs(name, x, shapes=False)
         x = _check_x(name, x)
         mask = _check_mask(name, mask, x)
         if state is not None:
@@ -290,7 +286,7 @@ def _sequence_layer(
         out, final = run(
             rec, params, x, mask, state, reverse=reverse, return_sequences=return_sequences
         )
-        return _pack(out, mask, final, return_sequences, return_state)
+        return pack(out, mask, final, return_sequences, return_state)
 
     return describe(Layer(init, apply), kind, config)
 
@@ -504,116 +500,12 @@ def GRU(
     return _sequence_layer(rec, "gru", config)
 
 
-_CONSTRUCTORS: dict[str, Callable[..., Layer]] = {
+#: The recurrent layers by kind: how Bidirectional builds the reversed copy of one.
+CONSTRUCTORS: dict[str, Callable[..., Layer]] = {
     "simple_rnn": SimpleRNN,
     "lstm": LSTM,
     "gru": GRU,
 }
-_MERGES = ("concat", "sum")
 
 
-def Bidirectional(layer: AnyLayer, *, merge: str = "concat") -> Layer:
-    """Run a recurrent layer forwards and backwards over time and merge the two.
-
-    The backward copy is the same layer with ``reverse`` flipped and params of
-    its own, so its outputs stay aligned with the input steps and, with a
-    mask, it starts at each sequence's last real step (as PyTorch's
-    ``bidirectional=True`` on packed sequences). Inputs as for the layer:
-    ``x``, ``(x, mask)`` or ``(x, mask, (state_forward, state_backward))``.
-
-    Args:
-      layer: a :func:`jnn.SimpleRNN`, :func:`jnn.LSTM` or :func:`jnn.GRU`; its
-        ``return_sequences``/``return_state`` settings decide the output.
-      merge: ``"concat"`` (features ``2H``, forward first, as PyTorch and
-        Keras) or ``"sum"`` (``H``).
-
-    Returns:
-      A :class:`Layer` with params ``{"forward": ..., "backward": ...}`` (each
-      the layer's own; PyTorch's ``*_l0`` and ``*_l0_reverse``). With
-      ``return_state=True`` the state is ``(state_forward, state_backward)``.
-      Without ``return_sequences``, the output merges the forward direction's
-      last output and the backward one's (after the first step).
-
-    Raises:
-      TypeError: if ``layer`` is not one of the recurrent layers.
-      ValueError: for an unknown ``merge`` (with the closest name).
-
-    Example:
-      >>> import jax, jax.numpy as jnp, jnn
-      >>> bi = jnn.Bidirectional(jnn.LSTM(8, return_sequences=True))
-      >>> shape, params = bi.init(jax.random.key(0), (-1, 5, 3))
-      >>> shape, sorted(params)
-      ((-1, 5, 16), ['backward', 'forward'])
-    """
-    _check_layer(layer, "Bidirectional: layer: ")
-    spec = spec_of(layer)
-    if spec is None or spec.kind not in _CONSTRUCTORS:
-        got = spec.kind if spec is not None else type(layer).__name__
-        raise TypeError(
-            f"Bidirectional: expected jnn.SimpleRNN, jnn.LSTM or jnn.GRU, got a {got!r} layer."
-        )
-    if merge not in _MERGES:
-        raise ValueError(
-            f"Bidirectional: merge must be one of {_MERGES}, got {merge!r}."
-            + close_match(str(merge), _MERGES)
-        )
-    config = dict(spec.config)
-    forward = cast(Layer, layer)  # one of the constructors above: a plain Layer
-    backward = _CONSTRUCTORS[spec.kind](**{**config, "reverse": not config["reverse"]})
-    return_sequences, return_state = config["return_sequences"], config["return_state"]
-    name = f"Bidirectional({type_name(spec.kind)}({config['features']}))"
-
-    def merged(a: Any, b: Any, *, shapes: bool) -> Any:
-        if merge == "sum":
-            return a
-        return (*a[:-1], 2 * a[-1]) if shapes else jnp.concatenate([a, b], axis=-1)
-
-    def init(key: PRNGKey, input_shape: Any) -> tuple[Any, Params]:
-        x, mask, state = _split(name, input_shape, shapes=True)
-        pair = _state_pair(name, state)
-        k_f, k_b = jax.random.split(check_key(f"{name}.init", key))
-        params, outs = {}, []
-        for direction, child, k, s in zip(
-            ("forward", "backward"), (forward, backward), (k_f, k_b), pair, strict=True
-        ):
-            shape, params[direction] = child.init(k, (x, mask, s))
-            outs.append(_unpack(shape, mask is not None, return_sequences, return_state))
-        (y_f, s_f), (_, s_b) = outs
-        out = merged(y_f, None, shapes=True)
-        mask_shape = None if mask is None else normalize_shape(name, mask)
-        return _pack(out, mask_shape, (s_f, s_b), return_sequences, return_state), params
-
-    def apply(params: Params, x: Any, *, key: PRNGKey | None = None, train: bool = False):
-        del key, train
-        x, mask, state = _split(name, x, shapes=False)
-        pair = _state_pair(name, state)
-        results = []
-        for direction, child, s in zip(
-            ("forward", "backward"), (forward, backward), pair, strict=True
-        ):
-            value = child.apply(params[direction], (x, mask, s))
-            results.append(_unpack(value, mask is not None, return_sequences, return_state))
-        (y_f, s_f), (y_b, s_b) = results
-        out = y_f + y_b if merge == "sum" else merged(y_f, y_b, shapes=False)
-        return _pack(out, mask, (s_f, s_b), return_sequences, return_state)
-
-    return describe(
-        Layer(init, apply),
-        "bidirectional",
-        {"merge": merge},
-        [("forward", layer), ("backward", backward)],
-    )
-
-
-def _state_pair(name: str, state: Any) -> tuple[Any, Any]:
-    if state is None:
-        return None, None
-    if not isinstance(state, (tuple, list)) or len(state) != 2:
-        raise ValueError(
-            f"{name}: the initial state must be a pair (state_forward, state_backward), got "
-            f"{type(state).__name__}."
-        )
-    return state[0], state[1]
-
-
-__all__ = ["GRU", "LSTM", "Bidirectional", "SimpleRNN", "sequence_mask"]
+__all__ = ["GRU", "LSTM", "SimpleRNN", "sequence_mask"]

@@ -40,9 +40,8 @@ def as_host_array(where: str, what: str, value: Any, *, allow_int: bool = True) 
                 f"{where}: {what} holds {int(bad.sum())} NaN/Inf value(s), in {rows.size} "
                 f"example(s) (first at index {int(rows[0])}). Clean or impute them first."
             )
-    if arr.dtype.kind == "f":
-        if arr.dtype == np.float64 and not jax.config.read("jax_enable_x64"):
-            arr = arr.astype(np.float32)
+    if arr.dtype == np.float64 and not jax.config.read("jax_enable_x64"):
+        arr = arr.astype(np.float32)
     return arr
 
 

@@ -131,9 +131,9 @@ def fit(
         flops, then measured), when it is cut into calls of ~0.5 s so progress
         shows and Ctrl-C lands within a second; the result is the same, bit for
         bit (calls hold whole chunks of gathered batches: up to 128 steps for
-        small rows, so a smaller value is rounded up). For a stream, batches stacked and run as one compiled ``lax.scan``
-        call (default 1; e.g. 64); a short last group runs its real steps only
-        (one more compilation).
+        small rows, so a smaller value is rounded up). For a stream, batches
+        stacked and run as one compiled ``lax.scan`` call (default 1; e.g. 64); a
+        short last group runs its real steps only (one more compilation).
       steps_per_epoch: for a stream, batches per epoch (needed for an
         infinite one; an iterator then continues where the last epoch ended).
       validation_steps: batches of a ``validation_data`` stream per epoch.

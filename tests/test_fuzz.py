@@ -146,6 +146,14 @@ CONSTRUCTORS = {
     "Softmax": (lambda v: jnn.Softmax(v), "axis"),
     "LogSoftmax": (lambda v: jnn.LogSoftmax(v), "axis"),
     "Activation": (lambda v: jnn.Activation(v), "activation"),
+    "LSTM": (lambda v: jnn.LSTM(v), "features"),
+    "GRU return_sequences": (lambda v: jnn.GRU(2, return_sequences=v), "return_sequences"),
+    "SimpleRNN": (lambda v: jnn.SimpleRNN(v), "features"),
+    "LSTMCell": (lambda v: jnn.LSTMCell(v), "features"),
+    "Bidirectional": (lambda v: jnn.Bidirectional(v), "layer"),
+    "Bidirectional merge": (lambda v: jnn.Bidirectional(jnn.GRU(2), merge=v), "merge"),
+    "repeat": (lambda v: jnn.repeat(jnn.Dense(2), v), "n"),
+    "remat": (lambda v: jnn.remat(jnn.Dense(2), policy=v), "policy"),
     "serial": (lambda v: jnn.serial(jnn.Dense(2), v), "argument"),
     "parallel": (lambda v: jnn.parallel(v), "argument"),
     "residual": (lambda v: jnn.residual(v), "argument"),
@@ -180,6 +188,10 @@ def _layers():
         "parallel": jnn.parallel(jnn.Dense(2), jnn.Identity()),
         "residual": jnn.residual(jnn.Dense(4)),
         "FanOut+concat": jnn.serial(jnn.FanOut(2), jnn.FanInConcat()),
+        "LSTM": jnn.LSTM(3),
+        "Bidirectional": jnn.Bidirectional(jnn.GRU(2, return_sequences=True)),
+        "GRUCell": jnn.GRUCell(2),
+        "repeat": jnn.repeat(jnn.Dense(4), 2),
     }
 
 
@@ -209,6 +221,9 @@ def _initialized():
         "MultiHeadAttention": (jnn.MultiHeadAttention(2), (-1, 3, 4)),
         "LayerNorm": (jnn.LayerNorm(), (-1, 4)),
         "serial": (jnn.serial(jnn.Dense(4), jnn.Relu(), jnn.Dense(1)), (-1, 4)),
+        "LSTM": (jnn.LSTM(3, return_sequences=True), (-1, 3, 4)),
+        "Bidirectional": (jnn.Bidirectional(jnn.SimpleRNN(2)), (-1, 3, 4)),
+        "repeat": (jnn.repeat(jnn.remat(jnn.Dense(4)), 2), (-1, 4)),
     }.items():
         out[which] = (layer, layer.init(KEY, shape)[1])
     return out

@@ -242,6 +242,7 @@ cases = {
         k, (-1, 4, 8)
     ),
     "BatchNorm(2**40 features)": lambda: jnn.BatchNorm().init(k, (-1, 2**40)),
+    "LSTM(2**40)": lambda: jnn.LSTM(2**40).init(k, (-1, 5, 3)),
     "serial(Dense(3), Dense(2**40))": lambda: jnn.serial(jnn.Dense(3), jnn.Dense(2**40)).init(
         k, (-1, 3)
     ),
@@ -294,6 +295,7 @@ def test_huge_sizes_are_refused_at_init_not_by_an_abort():
         "Conv(2**31)": "Conv(2147483648, (3, 3)).init: parameter 'w'",
         "MultiHeadAttention head_dim": "MultiHeadAttention(2).init: parameter 'query.w'",
         "BatchNorm(2**40 features)": "BatchNorm.init: input_shape",
+        "LSTM(2**40)": "LSTM(1099511627776).init: parameter 'w_ih'",
         "serial(Dense(3), Dense(2**40))": "Dense(1099511627776).init: parameter 'w'",
     }
     for name, prefix in layer.items():

@@ -302,7 +302,11 @@ def _convert(where: str, jax2onnx: Any, closed: Any, spec: Any, opset: int) -> A
         )
     except Exception as err:  # the converter's errors have no common base class
         used = {e.primitive.name: e for e in _eqns(closed.jaxpr)}
-        culprit = next((e for n, e in used.items() if n in str(err)), None)
+        words = set(str(err).replace("_", " ").split())
+        culprit = next((e for n, e in used.items() if n in str(err)), None) or next(
+            (e for n, e in used.items() if len(n.split("_")[0]) > 3 and n.split("_")[0] in words),
+            None,
+        )
         who = _layer_of(culprit) if culprit is not None else "the model"
         raise ValueError(
             f"{where}: converting {who} to ONNX failed: {type(err).__name__}: {err}. "

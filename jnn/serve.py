@@ -13,7 +13,9 @@ too many connections (503) are refused by the connection layer (see
 (a serving image needs ``pip install 'jnn[serve-onnx]'`` only); ``.jnn``
 files run on XLA. With micro-batching on, the requests queued while the
 model is busy are run together in one call of at most ``max_batch_size``
-rows; a request that finds the model idle runs at once.
+rows; a request that finds the model idle runs at once. A model so fast that
+handing it to a worker thread would cost more (``inline_below_ms``) runs on
+the event loop.
 
 FastAPI and uvicorn are imported only when an app is built, so ``import jnn``
 never needs them.
@@ -25,6 +27,7 @@ import json
 import os
 import socket
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -143,6 +146,7 @@ def create_app(
     max_batch_size: int = 64,
     max_wait_ms: float = 0.0,
     compute_timeout_s: float = 30.0,
+    inline_below_ms: float = 0.5,
     warmup: bool = True,
     on_ready: Any = None,
 ) -> Any:
@@ -158,7 +162,12 @@ def create_app(
         are batched anyway).
       compute_timeout_s: a request whose predictions take longer (queueing
         included) is answered 503; the server keeps serving.
-      warmup: compile the model for every batch bucket at start-up.
+      inline_below_ms: a model whose largest batch (``max_batch_size`` rows)
+        runs faster than this, as measured at warm-up, runs on the event loop
+        (no hand-off to a worker thread, which would cost more than the model);
+        slower models run in a worker thread, where ``compute_timeout_s``
+        applies. 0 always uses the worker thread.
+      warmup: compile the model for every batch bucket at start-up (and time it).
       on_ready: optional callable run once start-up (and warm-up) is done.
 
     Returns:
@@ -191,12 +200,25 @@ def create_app(
         raise ValueError(
             f"create_app: compute_timeout_s must be a positive number, got {compute_timeout_s!r}."
         )
+    if not _is_number(inline_below_ms) or not 0 <= inline_below_ms < float("inf"):
+        raise ValueError(f"create_app: inline_below_ms must be >= 0, got {inline_below_ms!r}.")
     batcher = _Batcher(predictor.run, max_batch_size, max_wait_ms / 1e3) if batching else None
+    inline = [False]  # set at warm-up: is the largest batch fast enough to run on the loop?
+
+    def warm_up() -> None:
+        predictor.warmup(max_batch_size)
+        largest = np.zeros((max_batch_size, *predictor.input_shape[1:]), predictor.input_dtype)
+        fastest = float("inf")
+        for _ in range(10):  # the fastest of 10 runs: what the model costs, not the machine's noise
+            start = time.perf_counter()
+            predictor.run(largest)
+            fastest = min(fastest, time.perf_counter() - start)
+        inline[0] = fastest * 1e3 < inline_below_ms
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         if warmup:
-            await asyncio.get_running_loop().run_in_executor(None, predictor.warmup, max_batch_size)
+            await asyncio.get_running_loop().run_in_executor(None, warm_up)
         task = None
         if batcher is not None:
             batcher.queue = asyncio.Queue()  # bound to this server's event loop
@@ -265,6 +287,10 @@ def create_app(
             if expected not in message:
                 message += f" The model expects inputs of shape {expected} or {features}."
             return error(422, message)
+        if inline[0] and x.shape[0] <= max_batch_size:
+            y = predictor.run(x)  # faster than handing it to a thread (measured at warm-up)
+            content = json.dumps({"predictions": (y[0] if single else y).tolist()})
+            return Response(content, media_type="application/json")
         loop = asyncio.get_running_loop()
         if batcher is not None and x.shape[0] < max_batch_size:
             pending = await batcher.submit(x)

@@ -15,9 +15,7 @@ from typing import Any, NamedTuple
 import jax
 
 from jnn._typing import PRNGKey, Shape
-from jnn.layers._base import AnyLayer, _check_layer, layer_kind
-
-_MAX_UNWRAP = 8  # wrappers between a layer and its combinator's closure (stateful, stateless)
+from jnn.layers._base import AnyLayer, _check_layer, layer_kind, spec_of
 
 
 class SummaryRow(NamedTuple):
@@ -197,47 +195,17 @@ def _walk(layer, name, kind, key, input_shape, depth, rows) -> Any:
         if kind == "parallel":
             shapes = list(input_shape)
         for i, (child_name, child) in enumerate(children):
-            child_kind = child_name.rsplit("_", 1)[0]
             s = shapes[i] if kind == "parallel" else input_shape
-            out = _walk(child, child_name, child_kind, keys[i], s, depth + 1, rows)
+            out = _walk(child, child_name, layer_kind(child), keys[i], s, depth + 1, rows)
             if kind != "parallel":
                 input_shape = out
     return box["shape"]
 
 
 def _children(layer: Any) -> list[tuple[str, Any]] | None:
-    """``[(name, child), ...]`` of a jnn combinator, found in its ``init``'s closure.
-
-    Combinators close over the ``names`` and ``children`` they key params by;
-    wrappers (``stateful``, stateless conversion, ``residual``'s body) are
-    unwrapped on the way. Any other layer is a leaf (``None``).
-    """
-    fn = layer.init
-    for _ in range(_MAX_UNWRAP):
-        env = _closure(fn)
-        if "names" in env and "children" in env:
-            return list(zip(env["names"], env["children"], strict=True))
-        nxt = env.get("init")
-        if nxt is None:
-            inner = env.get("body", env.get("layer"))
-            nxt = getattr(inner, "init", None)
-        if not callable(nxt):
-            return None
-        fn = nxt
-    return None
-
-
-def _closure(fn: Any) -> dict[str, Any]:
-    code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
-    if code is None or not cells:
-        return {}
-    env = {}
-    for name, cell in zip(code.co_freevars, cells, strict=True):
-        try:
-            env[name] = cell.cell_contents
-        except ValueError:  # an empty cell
-            continue
-    return env
+    """``[(name, child), ...]`` of a described combinator; None for a leaf."""
+    spec = spec_of(layer)
+    return list(spec.children) if spec is not None and spec.children else None
 
 
 def _count(tree: Any) -> int:

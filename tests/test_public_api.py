@@ -58,6 +58,7 @@ PUBLIC: dict[str, list[str]] = {
         "LogSoftmax", "MaxPool", "MultiHeadAttention", "PositionalEmbedding", "RMSNorm", "Relu",
         "Reshape", "Selu", "Sigmoid", "Silu", "Softmax", "Softplus", "StatefulLayer", "Tanh",
         "attention_mask", "get_activation", "is_stateful", "parallel", "residual", "serial",
+        "LayerSpec", "describe", "spec_of",
         "sigmoid", "stateful",
     ],
     "jnn.losses": [

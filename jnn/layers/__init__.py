@@ -83,7 +83,15 @@ from jnn.layers._activations import (
     sigmoid,
 )
 from jnn.layers._attention import MultiHeadAttention, attention_mask
-from jnn.layers._base import Layer, StatefulLayer, is_stateful, stateful
+from jnn.layers._base import (
+    Layer,
+    LayerSpec,
+    StatefulLayer,
+    describe,
+    is_stateful,
+    spec_of,
+    stateful,
+)
 from jnn.layers._combinators import FanInConcat, FanInSum, FanOut, parallel, residual, serial
 from jnn.layers._conv import Conv, ConvTranspose
 from jnn.layers._core import Dense, Dropout, Flatten, Identity
@@ -112,6 +120,7 @@ __all__ = [
     "Identity",
     "Layer",
     "LayerNorm",
+    "LayerSpec",
     "LeakyRelu",
     "LogSoftmax",
     "MaxPool",
@@ -128,11 +137,13 @@ __all__ = [
     "StatefulLayer",
     "Tanh",
     "attention_mask",
+    "describe",
     "get_activation",
     "is_stateful",
     "parallel",
     "residual",
     "serial",
     "sigmoid",
+    "spec_of",
     "stateful",
 ]

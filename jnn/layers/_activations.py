@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from jnn._typing import ActivationLike, Array
-from jnn.layers._base import Layer, close_match
+from jnn.layers._base import Layer, close_match, describe
 
 #: Probability clipping used by sigmoid's gradient floor and by the BCE losses.
 EPS = 1e-7
@@ -124,8 +125,10 @@ def get_activation(activation: ActivationLike) -> Callable[[Array], Array]:
     )
 
 
-def _elementwise(fn: Callable[[Array], Array], kind: str) -> Layer:
-    """A parameter-free layer applying ``fn``; ``kind`` names it in combinators."""
+def _elementwise(
+    fn: Callable[[Array], Array], kind: str, config: dict[str, Any] | None = None
+) -> Layer:
+    """A parameter-free layer applying ``fn``, described as ``kind`` with ``config``."""
 
     def init(key, input_shape):
         del key
@@ -135,9 +138,7 @@ def _elementwise(fn: Callable[[Array], Array], kind: str) -> Layer:
         del params, key, train
         return fn(x)
 
-    # serial() names children after their constructor ("relu_0", "sigmoid_1").
-    init.__qualname__ = f"{kind}.<locals>.init"
-    return Layer(init, apply)
+    return describe(Layer(init, apply), kind, config)
 
 
 def Activation(activation: ActivationLike) -> Layer:
@@ -160,7 +161,7 @@ def Activation(activation: ActivationLike) -> Layer:
       >>> layer.apply({}, jnp.array([-1.0, 2.0]))
       Array([0., 2.], dtype=float32)
     """
-    return _elementwise(get_activation(activation), "Activation")
+    return _elementwise(get_activation(activation), "activation", {"activation": activation})
 
 
 def Relu() -> Layer:
@@ -174,7 +175,7 @@ def Relu() -> Layer:
       >>> jnn.Relu().apply({}, jnp.array([-1.0, 2.0]))
       Array([0., 2.], dtype=float32)
     """
-    return _elementwise(jax.nn.relu, "Relu")
+    return _elementwise(jax.nn.relu, "relu")
 
 
 def Sigmoid() -> Layer:
@@ -188,7 +189,7 @@ def Sigmoid() -> Layer:
       >>> jnn.Sigmoid().apply({}, jnp.array([0.0]))
       Array([0.5], dtype=float32)
     """
-    return _elementwise(sigmoid, "Sigmoid")
+    return _elementwise(sigmoid, "sigmoid")
 
 
 def Tanh() -> Layer:
@@ -202,7 +203,7 @@ def Tanh() -> Layer:
       >>> jnn.Tanh().apply({}, jnp.array([0.0]))
       Array([0.], dtype=float32)
     """
-    return _elementwise(jnp.tanh, "Tanh")
+    return _elementwise(jnp.tanh, "tanh")
 
 
 def Gelu(approximate: bool = True) -> Layer:
@@ -220,7 +221,9 @@ def Gelu(approximate: bool = True) -> Layer:
       >>> jnn.Gelu(approximate=False).apply({}, jnp.array([0.0, 1.0]))
       Array([0. , 0.841...], dtype=float32)
     """
-    return _elementwise(partial(jax.nn.gelu, approximate=approximate), "Gelu")
+    return _elementwise(
+        partial(jax.nn.gelu, approximate=approximate), "gelu", {"approximate": approximate}
+    )
 
 
 def Elu(alpha: float = 1.0) -> Layer:
@@ -237,7 +240,7 @@ def Elu(alpha: float = 1.0) -> Layer:
       >>> jnn.Elu(alpha=2.0).apply({}, jnp.array([1.0, -100.0]))
       Array([ 1., -2.], dtype=float32)
     """
-    return _elementwise(partial(jax.nn.elu, alpha=alpha), "Elu")
+    return _elementwise(partial(jax.nn.elu, alpha=alpha), "elu", {"alpha": alpha})
 
 
 def LeakyRelu(negative_slope: float = 0.01) -> Layer:
@@ -254,7 +257,11 @@ def LeakyRelu(negative_slope: float = 0.01) -> Layer:
       >>> jnn.LeakyRelu(0.1).apply({}, jnp.array([-2.0, 3.0]))
       Array([-0.2,  3. ], dtype=float32)
     """
-    return _elementwise(partial(jax.nn.leaky_relu, negative_slope=negative_slope), "LeakyRelu")
+    return _elementwise(
+        partial(jax.nn.leaky_relu, negative_slope=negative_slope),
+        "leaky_relu",
+        {"negative_slope": negative_slope},
+    )
 
 
 def Selu() -> Layer:
@@ -268,7 +275,7 @@ def Selu() -> Layer:
       >>> jnn.Selu().apply({}, jnp.array([0.0, 1.0]))
       Array([0.  , 1.0507...], dtype=float32)
     """
-    return _elementwise(jax.nn.selu, "Selu")
+    return _elementwise(jax.nn.selu, "selu")
 
 
 def Silu() -> Layer:
@@ -282,7 +289,7 @@ def Silu() -> Layer:
       >>> jnn.Silu().apply({}, jnp.array([0.0, 1.0]))
       Array([0.  , 0.7310...], dtype=float32)
     """
-    return _elementwise(jax.nn.silu, "Silu")
+    return _elementwise(jax.nn.silu, "silu")
 
 
 def Softplus() -> Layer:
@@ -296,7 +303,7 @@ def Softplus() -> Layer:
       >>> jnn.Softplus().apply({}, jnp.array([0.0]))
       Array([0.693...], dtype=float32)
     """
-    return _elementwise(jax.nn.softplus, "Softplus")
+    return _elementwise(jax.nn.softplus, "softplus")
 
 
 def Softmax(axis: int = -1) -> Layer:
@@ -313,7 +320,7 @@ def Softmax(axis: int = -1) -> Layer:
       >>> jnn.Softmax().apply({}, jnp.array([[0.0, 0.0]]))
       Array([[0.5, 0.5]], dtype=float32)
     """
-    return _elementwise(partial(jax.nn.softmax, axis=axis), "Softmax")
+    return _elementwise(partial(jax.nn.softmax, axis=axis), "softmax", {"axis": axis})
 
 
 def LogSoftmax(axis: int = -1) -> Layer:
@@ -330,4 +337,4 @@ def LogSoftmax(axis: int = -1) -> Layer:
       >>> jnn.LogSoftmax().apply({}, jnp.array([[0.0, 0.0]]))
       Array([[-0.693..., -0.693...]], dtype=float32)
     """
-    return _elementwise(partial(jax.nn.log_softmax, axis=axis), "LogSoftmax")
+    return _elementwise(partial(jax.nn.log_softmax, axis=axis), "log_softmax", {"axis": axis})

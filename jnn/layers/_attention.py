@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.nn import initializers
 
 from jnn._typing import Array, ArrayLike, Params, PRNGKey, Shape
-from jnn.layers._base import Layer, check_inexact, normalize_shape
+from jnn.layers._base import Layer, check_inexact, describe, normalize_shape
 
 Initializer = Callable[..., Array]
 _GLOROT_UNIFORM = initializers.glorot_uniform()
@@ -220,7 +220,19 @@ def MultiHeadAttention(
         y = project(params["out"], out.reshape(b, t, inner))
         return y.reshape((*lead, t, y.shape[-1]))
 
-    return Layer(init, apply)
+    return describe(
+        Layer(init, apply),
+        "multi_head_attention",
+        dict(
+            num_heads=num_heads,
+            head_dim=head_dim,
+            out_features=out_features,
+            causal=causal,
+            use_bias=use_bias,
+            kernel_init=kernel_init,
+            dtype=dtype,
+        ),
+    )
 
 
 def _same_batch(a: tuple, b: tuple) -> bool:

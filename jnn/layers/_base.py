@@ -22,7 +22,7 @@ import difflib
 import functools
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -91,6 +91,7 @@ class StatefulLayer(NamedTuple):
 
 
 AnyLayer = Layer | StatefulLayer
+AnyLayerT = TypeVar("AnyLayerT", Layer, StatefulLayer)
 
 
 def is_stateful(layer: AnyLayer) -> bool:
@@ -151,7 +152,11 @@ def _lift(layer: Layer) -> StatefulLayer:
     def apply(params, state, x, *, key=None, train=False):
         return layer.apply(params, x, key=key, train=train), state
 
-    return StatefulLayer(init, apply)
+    lifted = StatefulLayer(init, apply)
+    spec = spec_of(layer)
+    if spec is not None:  # the lifted layer is the same layer: same description
+        setattr(lifted.init, _SPEC_ATTR, spec)
+    return lifted
 
 
 def _check_layer(layer: Any, where: str = "") -> None:
@@ -165,16 +170,165 @@ def _check_layer(layer: Any, where: str = "") -> None:
         raise TypeError(f"{where}expected a jnn.Layer or jnn.StatefulLayer, got {got}{hint}.")
 
 
-def layer_kind(layer: AnyLayer) -> str:
-    """A snake_case name for ``layer``'s constructor (``Dense`` -> ``"dense"``).
+class LayerSpec(NamedTuple):
+    """How a layer was built: its kind, its configuration and its named children.
 
-    Used to name children in combinators' params dicts.
+    Every jnn constructor describes the layer it returns (see :func:`describe`);
+    :func:`jnn.summary`, exported metadata and the compilation caches read it
+    instead of reflecting on Python closures.
+
+    Attributes:
+      kind: a snake_case name (``"dense"``, ``"serial"``); children of a
+        combinator are keyed ``"<kind>_<i>"`` in its params.
+      config: the constructor's arguments, as sorted ``(name, value)`` pairs.
+      children: ``(name, layer)`` pairs of a combinator, in order; ``()`` for a leaf.
+
+    Example:
+      >>> import jnn
+      >>> spec = jnn.layers.spec_of(jnn.Dense(3, activation="relu"))
+      >>> spec.kind, dict(spec.config)["features"], dict(spec.config)["activation"]
+      ('dense', 3, 'relu')
+      >>> [name for name, _ in jnn.layers.spec_of(jnn.serial(jnn.Dense(2), jnn.Relu())).children]
+      ['dense_0', 'relu_0']
     """
+
+    kind: str
+    config: tuple[tuple[str, Any], ...] = ()
+    children: tuple[tuple[str, Any], ...] = ()
+
+
+_SPEC_ATTR = "__jnn_spec__"  # where describe() keeps a layer's LayerSpec: on its init function
+_KIND = re.compile(r"[a-z][a-z0-9_]*\Z")
+
+
+def describe(
+    layer: AnyLayerT,
+    kind: str,
+    config: dict[str, Any] | None = None,
+    children: Iterable[tuple[str, AnyLayer]] = (),
+) -> AnyLayerT:
+    """Attach a :class:`LayerSpec` to ``layer`` and return it.
+
+    Custom layers should describe themselves too: the description names the
+    layer in :func:`jnn.summary` and in its parent's params (``"<kind>_<i>"``),
+    and two models built from the same descriptions share compiled programs.
+    A layer without one is named after its constructor's ``__qualname__`` and
+    cached by identity.
+
+    Args:
+      layer: a :class:`Layer` or :class:`StatefulLayer`.
+      kind: a snake_case name such as ``"dense"``.
+      config: every constructor argument that changes what the layer computes
+        or how it initializes (values should be hashable: numbers, strings,
+        tuples, dtypes, functions).
+      children: ``(name, layer)`` pairs, for combinators.
+
+    Returns:
+      ``layer``, described (the description lives on ``layer.init``; a layer
+      whose ``init`` cannot hold attributes, e.g. a bound method, is returned
+      with a thin wrapper around it).
+
+    Raises:
+      TypeError: if ``layer`` is not a jnn layer.
+      ValueError: if ``kind`` is not snake_case.
+
+    Example:
+      >>> import jax, jnn
+      >>> def Scale(factor):
+      ...     def init(key, input_shape):
+      ...         return tuple(input_shape), {}
+      ...     def apply(params, x, *, key=None, train=False):
+      ...         return factor * x
+      ...     return jnn.layers.describe(jnn.Layer(init, apply), "scale", {"factor": factor})
+      >>> model = jnn.serial(jnn.Dense(2), Scale(3.0))
+      >>> sorted(model.init(jax.random.key(0), (-1, 4))[1])
+      ['dense_0', 'scale_0']
+    """
+    _check_layer(layer, "describe: ")
+    if not isinstance(kind, str) or not _KIND.match(kind):
+        raise ValueError(f"describe: kind must be a snake_case name such as 'dense', got {kind!r}.")
+    items = sorted((name, _frozen(value)) for name, value in (config or {}).items())
+    spec = LayerSpec(kind, tuple(items), tuple(children))
+    try:
+        setattr(layer.init, _SPEC_ATTR, spec)
+    except (AttributeError, TypeError):  # a bound method or a builtin: wrap it
+        inner = layer.init
+
+        def init(key: PRNGKey, input_shape: Shape) -> Any:
+            return inner(key, input_shape)
+
+        setattr(init, _SPEC_ATTR, spec)
+        layer = layer._replace(init=init)
+    return layer
+
+
+def _frozen(value: Any) -> Any:
+    """Lists as tuples, numpy scalars as Python numbers: config values that hash."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def spec_of(layer: AnyLayer) -> LayerSpec | None:
+    """The :class:`LayerSpec` of a described layer, or None.
+
+    Args:
+      layer: a :class:`Layer` or :class:`StatefulLayer`.
+
+    Returns:
+      What :func:`describe` attached (every jnn constructor does), else None.
+
+    Example:
+      >>> import jnn
+      >>> jnn.layers.spec_of(jnn.Relu()).kind
+      'relu'
+    """
+    return getattr(layer.init, _SPEC_ATTR, None)
+
+
+def structure_key(layer: AnyLayer) -> Any:
+    """A hashable key equal for layers built the same way (kind, config, children).
+
+    Two models built by the same code share it, so compiled programs can be
+    reused across model objects. A layer (or child) without a description, or
+    with an unhashable config value, is keyed by its identity.
+    """
+    spec = spec_of(layer)
+    if spec is None:
+        return ("id", layer)
+    key = (
+        spec.kind,
+        spec.config,
+        tuple((name, structure_key(child)) for name, child in spec.children),
+        is_stateful(layer),
+    )
+    try:
+        hash(key)
+    except TypeError:  # e.g. an array in the config
+        return ("id", layer)
+    return key
+
+
+def layer_kind(layer: AnyLayer) -> str:
+    """A snake_case name for ``layer``: its described kind, else its constructor's name.
+
+    Used to name children in combinators' params dicts (``Dense`` -> ``"dense"``).
+    """
+    spec = spec_of(layer)
+    if spec is not None:
+        return spec.kind
     qualname = getattr(layer.init, "__qualname__", "")
     head = qualname.split(".<locals>")[0].split(".")[0]
     if not head or not head.isidentifier() or head == "<lambda>":
         return "layer"
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", head).lower()
+    return snake_case(head)
+
+
+def snake_case(name: str) -> str:
+    """``"LeakyRelu"`` -> ``"leaky_relu"``: a constructor's name as a layer kind."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 def child_names(layers: Iterable[AnyLayer]) -> list[str]:

@@ -19,6 +19,7 @@ from jnn.layers._base import (
     StatefulLayer,
     _check_layer,
     child_names,
+    describe,
     is_stateful,
     normalize_shape,
     split_key,
@@ -26,23 +27,29 @@ from jnn.layers._base import (
 )
 
 
-def _finish(kind: str, init: Callable, apply: Callable, children: Sequence[AnyLayer]) -> AnyLayer:
-    """Name the layer after ``kind`` and drop the state plumbing if no child has state."""
+def _finish(
+    kind: str,
+    init: Callable,
+    apply: Callable,
+    children: Sequence[AnyLayer],
+    config: dict[str, Any] | None = None,
+) -> AnyLayer:
+    """Describe the layer (``kind``, its named children) and drop the state plumbing if no
+    child has state."""
+    names = child_names(children)
+    named = list(zip(names, children, strict=True))
     if any(is_stateful(c) for c in children):
-        layer: AnyLayer = StatefulLayer(init, apply)
-    else:
-        empty_state: State = {name: {} for name in child_names(children)}
+        return describe(StatefulLayer(init, apply), kind, config, named)
+    empty_state: State = {name: {} for name in names}
 
-        def stateless_init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
-            out_shape, params, _ = init(key, input_shape)
-            return out_shape, params
+    def stateless_init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
+        out_shape, params, _ = init(key, input_shape)
+        return out_shape, params
 
-        def stateless_apply(params: Params, x: Any, *, key=None, train=False):
-            return apply(params, empty_state, x, key=key, train=train)[0]
+    def stateless_apply(params: Params, x: Any, *, key=None, train=False):
+        return apply(params, empty_state, x, key=key, train=train)[0]
 
-        layer = Layer(stateless_init, stateless_apply)
-    layer.init.__qualname__ = f"{kind}.<locals>.init"
-    return layer
+    return describe(Layer(stateless_init, stateless_apply), kind, config, named)
 
 
 def _children(kind: str, layers: Sequence[Any]) -> tuple[list[str], list[StatefulLayer]]:
@@ -234,7 +241,7 @@ def FanOut(num: int) -> Layer:
         del params, key, train
         return (x,) * num
 
-    return Layer(init, apply)
+    return describe(Layer(init, apply), "fan_out", {"num": num})
 
 
 def FanInSum() -> Layer:
@@ -266,7 +273,7 @@ def FanInSum() -> Layer:
             raise ValueError(f"FanInSum: all branches must have one shape, got {shapes}.")
         return sum(xs[1:], xs[0])
 
-    return Layer(init, apply)
+    return describe(Layer(init, apply), "fan_in_sum")
 
 
 def FanInConcat(axis: int = -1) -> Layer:
@@ -304,7 +311,7 @@ def FanInConcat(axis: int = -1) -> Layer:
         del params, key, train
         return jnp.concatenate(xs, axis=axis)
 
-    return Layer(init, apply)
+    return describe(Layer(init, apply), "fan_in_concat", {"axis": axis})
 
 
 def _tuple_of(n: int, value: Any, what: str) -> tuple:

@@ -11,7 +11,7 @@ from jax.nn import initializers
 
 from jnn._typing import ActivationLike, Array, Params, PRNGKey, Shape
 from jnn.layers._activations import get_activation
-from jnn.layers._base import Layer, check_inexact
+from jnn.layers._base import Layer, check_inexact, describe
 from jnn.layers._spatial import (
     Padding,
     check_padding,
@@ -168,7 +168,23 @@ def Conv(
             y = y + params["b"].reshape((1,) * (y.ndim - 1) + (features,))
         return act(unfold_batch(y, lead))
 
-    return Layer(init, apply)
+    return describe(
+        Layer(init, apply),
+        "conv",
+        dict(
+            features=features,
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            dtype=dtype,
+        ),
+    )
 
 
 def ConvTranspose(
@@ -266,4 +282,19 @@ def ConvTranspose(
             y = y + params["b"].reshape((1,) * (y.ndim - 1) + (features,))
         return act(unfold_batch(y, lead))
 
-    return Layer(init, apply)
+    return describe(
+        Layer(init, apply),
+        "conv_transpose",
+        dict(
+            features=features,
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=padding,
+            dilation=dilation,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            dtype=dtype,
+        ),
+    )

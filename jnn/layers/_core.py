@@ -12,7 +12,7 @@ from jax.nn import initializers
 from jnn._data import check_key
 from jnn._typing import ActivationLike, Array, Params, PRNGKey, Shape
 from jnn.layers._activations import get_activation
-from jnn.layers._base import Layer, check_inexact, feature_dim, normalize_shape
+from jnn.layers._base import Layer, check_inexact, describe, feature_dim, normalize_shape
 
 Initializer = Callable[..., Array]
 _GLOROT_UNIFORM = initializers.glorot_uniform()  # Keras's default kernel initializer
@@ -84,7 +84,18 @@ def Dense(
             y = y + params["b"].reshape((1,) * (y.ndim - 1) + (features,))
         return act(y)
 
-    return Layer(init, apply)
+    return describe(
+        Layer(init, apply),
+        "dense",
+        dict(
+            features=features,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            dtype=dtype,
+        ),
+    )
 
 
 def Flatten(ndim: int | None = None) -> Layer:
@@ -134,7 +145,7 @@ def Flatten(ndim: int | None = None) -> Layer:
         lead = _split(x.shape)
         return x.reshape(*x.shape[:lead], -1)
 
-    return Layer(init, apply)
+    return describe(Layer(init, apply), "flatten", {"ndim": ndim})
 
 
 def Dropout(rate: float) -> Layer:
@@ -188,7 +199,7 @@ def Dropout(rate: float) -> Layer:
         keep = jax.random.bernoulli(key, 1.0 - rate, jnp.shape(x))
         return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
-    return Layer(init, apply)
+    return describe(Layer(init, apply), "dropout", {"rate": rate})
 
 
 def Identity() -> Layer:
@@ -211,4 +222,4 @@ def Identity() -> Layer:
         del params, key, train
         return x
 
-    return Layer(init, apply)
+    return describe(Layer(init, apply), "identity")

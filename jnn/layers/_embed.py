@@ -10,7 +10,7 @@ import numpy as np
 from jax.nn import initializers
 
 from jnn._typing import Array, Params, PRNGKey, Shape
-from jnn.layers._base import Layer, check_inexact, feature_dim, normalize_shape
+from jnn.layers._base import Layer, check_inexact, describe, feature_dim, normalize_shape
 
 Initializer = Callable[..., Array]
 _NORMAL_1 = initializers.normal(stddev=1.0)
@@ -83,7 +83,16 @@ def Embedding(
                 )
         return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
 
-    return Layer(init, apply)
+    return describe(
+        Layer(init, apply),
+        "embedding",
+        dict(
+            num_embeddings=num_embeddings,
+            features=features,
+            embedding_init=embedding_init,
+            dtype=dtype,
+        ),
+    )
 
 
 def PositionalEmbedding(
@@ -137,4 +146,12 @@ def PositionalEmbedding(
         pos = table[: x.shape[-2]].astype(x.dtype)
         return x + pos.reshape((1,) * (x.ndim - 2) + pos.shape)
 
-    return Layer(init, apply)
+    return describe(
+        Layer(init, apply),
+        "positional_embedding",
+        dict(
+            max_length=max_length,
+            embedding_init=embedding_init,
+            dtype=dtype,
+        ),
+    )

@@ -11,7 +11,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from jnn._typing import Array, Params, PRNGKey, Shape, State
-from jnn.layers._base import Layer, StatefulLayer, check_inexact, feature_dim, normalize_shape
+from jnn.layers._base import (
+    Layer,
+    StatefulLayer,
+    check_inexact,
+    describe,
+    feature_dim,
+    normalize_shape,
+)
 
 
 def _check_eps(name: str, epsilon: float) -> None:
@@ -103,7 +110,16 @@ def LayerNorm(
         var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
         return _affine(params, (x - mean) * lax.rsqrt(var + epsilon))
 
-    return Layer(init, apply)
+    return describe(
+        Layer(init, apply),
+        "layer_norm",
+        dict(
+            epsilon=epsilon,
+            use_scale=use_scale,
+            use_bias=use_bias,
+            dtype=dtype,
+        ),
+    )
 
 
 def RMSNorm(
@@ -150,7 +166,15 @@ def RMSNorm(
         ms = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
         return _affine(params, x * lax.rsqrt(ms + epsilon))
 
-    return Layer(init, apply)
+    return describe(
+        Layer(init, apply),
+        "rmsnorm",
+        dict(
+            epsilon=epsilon,
+            use_scale=use_scale,
+            dtype=dtype,
+        ),
+    )
 
 
 def BatchNorm(
@@ -251,4 +275,15 @@ def BatchNorm(
         y = ((x - _row(mean, x.ndim)) * inv).astype(x.dtype)
         return _affine(params, y), new_state
 
-    return StatefulLayer(init, apply)
+    return describe(
+        StatefulLayer(init, apply),
+        "batch_norm",
+        dict(
+            momentum=momentum,
+            epsilon=epsilon,
+            use_scale=use_scale,
+            use_bias=use_bias,
+            axis_name=axis_name,
+            dtype=dtype,
+        ),
+    )

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jnn._typing import Array, Params, PRNGKey, Shape
-from jnn.layers._base import Layer, check_inexact, normalize_shape
+from jnn.layers._base import Layer, check_inexact, describe, normalize_shape, snake_case
 from jnn.layers._spatial import (
     Padding,
     check_padding,
@@ -67,8 +67,8 @@ def _pool(
         y = reduce(xb, (1, *window, 1), (1, *strides_, 1), ((0, 0), *pads, (0, 0)))
         return unfold_batch(y, lead)
 
-    init.__qualname__ = f"{kind}.<locals>.init"
-    return Layer(init, apply)
+    config = {"window_shape": window, "strides": strides_, "padding": padding_}
+    return describe(Layer(init, apply), snake_case(kind), config)
 
 
 def MaxPool(
@@ -164,8 +164,7 @@ def _global(kind: str, spatial_dims: int, reduce: Callable) -> Layer:
         check_rank(name, x, nd, f"*spatial[{nd}], channels")
         return reduce(x, axis=axes)
 
-    init.__qualname__ = f"{kind}.<locals>.init"
-    return Layer(init, apply)
+    return describe(Layer(init, apply), snake_case(kind), {"spatial_dims": nd})
 
 
 def GlobalAvgPool(spatial_dims: int = 2) -> Layer:
@@ -274,4 +273,4 @@ def Reshape(target_shape: Sequence[int], *, ndim: int | None = None) -> Layer:
         lead, out = resolve(tuple(x.shape))
         return x.reshape((*x.shape[:lead], *out))
 
-    return Layer(init, apply)
+    return describe(Layer(init, apply), "reshape", {"target_shape": target, "ndim": ndim})

@@ -1,0 +1,177 @@
+"""Layers describe themselves (kind, config, children): summary rows, names, structure keys."""
+
+import inspect
+import re
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jnn
+from jnn.layers._base import structure_key
+
+# One instance of every public constructor (each needs its own arguments).
+BUILT = {
+    "Activation": jnn.Activation("tanh"),
+    "AvgPool": jnn.AvgPool((2, 2)),
+    "BatchNorm": jnn.BatchNorm(),
+    "Conv": jnn.Conv(4, (3, 3)),
+    "ConvTranspose": jnn.ConvTranspose(4, (3, 3)),
+    "Dense": jnn.Dense(3),
+    "Dropout": jnn.Dropout(0.5),
+    "Elu": jnn.Elu(),
+    "Embedding": jnn.Embedding(10, 4),
+    "FanInConcat": jnn.FanInConcat(),
+    "FanInSum": jnn.FanInSum(),
+    "FanOut": jnn.FanOut(2),
+    "Flatten": jnn.Flatten(),
+    "Gelu": jnn.Gelu(),
+    "GlobalAvgPool": jnn.GlobalAvgPool(),
+    "GlobalMaxPool": jnn.GlobalMaxPool(),
+    "Identity": jnn.Identity(),
+    "LayerNorm": jnn.LayerNorm(),
+    "LeakyRelu": jnn.LeakyRelu(),
+    "LogSoftmax": jnn.LogSoftmax(),
+    "MaxPool": jnn.MaxPool((2, 2)),
+    "MultiHeadAttention": jnn.MultiHeadAttention(2),
+    "PositionalEmbedding": jnn.PositionalEmbedding(8),
+    "RMSNorm": jnn.RMSNorm(),
+    "Relu": jnn.Relu(),
+    "Reshape": jnn.Reshape((2, -1)),
+    "Selu": jnn.Selu(),
+    "Sigmoid": jnn.Sigmoid(),
+    "Silu": jnn.Silu(),
+    "Softmax": jnn.Softmax(),
+    "Softplus": jnn.Softplus(),
+    "Tanh": jnn.Tanh(),
+    "parallel": jnn.parallel(jnn.Dense(2), jnn.Relu()),
+    "residual": jnn.residual(jnn.Dense(3)),
+    "serial": jnn.serial(jnn.Dense(2), jnn.Relu()),
+}
+
+
+def test_every_public_constructor_is_covered():
+    constructors = {
+        name
+        for name in jnn.layers.__all__
+        if inspect.isfunction(getattr(jnn.layers, name))
+        and (name[0].isupper() or name in ("serial", "parallel", "residual"))
+    }
+    assert constructors == set(BUILT)
+
+
+@pytest.mark.parametrize("name", sorted(BUILT))
+def test_every_constructor_describes_its_layer(name):
+    spec = jnn.layers.spec_of(BUILT[name])
+    assert spec is not None
+    # The kind keys the layer in its parent's params: the names jnn always used.
+    want = "rmsnorm" if name == "RMSNorm" else re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
+    assert spec.kind == want
+    # The lifted (stateful) form is the same layer: same description.
+    assert jnn.layers.spec_of(jnn.stateful(BUILT[name])) == spec
+
+
+def test_config_records_the_arguments():
+    spec = jnn.layers.spec_of(jnn.Conv(8, [3, 3], strides=2, activation="relu"))
+    config = dict(spec.config)
+    assert config["features"] == 8
+    assert config["kernel_size"] == (3, 3)  # lists frozen to tuples
+    assert config["strides"] == 2
+    assert config["activation"] == "relu"
+
+
+def test_children_are_named_like_the_params():
+    model = jnn.serial(jnn.Dense(4), jnn.Relu(), jnn.Dense(1), jnn.residual(jnn.Dense(1)))
+    _, params = model.init(jax.random.key(0), (-1, 3))
+    names = [name for name, _ in jnn.layers.spec_of(model).children]
+    assert names == list(params) == ["dense_0", "relu_0", "dense_1", "residual_0"]
+    inner = dict(jnn.layers.spec_of(model).children)["residual_0"]
+    assert [n for n, _ in jnn.layers.spec_of(inner).children] == list(params["residual_0"])
+
+
+def test_summary_reads_descriptions_not_closures():
+    model = jnn.serial(
+        jnn.Dense(4),
+        jnn.serial(jnn.FanOut(2), jnn.parallel(jnn.Dense(2), jnn.Dense(3)), jnn.FanInConcat()),
+        jnn.BatchNorm(),
+    )
+    rows = jnn.summary(model, (-1, 3)).rows
+    assert [(r.depth, r.name) for r in rows] == [
+        (0, "serial"),
+        (1, "dense_0"),
+        (1, "serial_0"),
+        (2, "fan_out_0"),
+        (2, "parallel_0"),
+        (3, "dense_0"),
+        (3, "dense_1"),
+        (2, "fan_in_concat_0"),
+        (1, "batch_norm_0"),
+    ]
+    assert rows[5].output_shape == (-1, 2) and rows[6].output_shape == (-1, 3)
+
+
+def test_custom_layer_describes_itself():
+    def Scale(factor):
+        def init(key, input_shape):
+            return tuple(input_shape), {}
+
+        def apply(params, x, *, key=None, train=False):
+            return factor * x
+
+        return jnn.layers.describe(jnn.Layer(init, apply), "scale", {"factor": factor})
+
+    model = jnn.serial(jnn.Dense(2), Scale(2.0), Scale(3.0))
+    _, params = model.init(jax.random.key(0), (-1, 2))
+    assert list(params) == ["dense_0", "scale_0", "scale_1"]
+    assert [r.name for r in jnn.summary(model, (-1, 2)).rows] == [
+        "serial", "dense_0", "scale_0", "scale_1"
+    ]  # fmt: skip
+    y = model.apply(params, jnp.ones((1, 2)))
+    assert jnp.allclose(y, 6.0 * jnn.Dense(2).apply(params["dense_0"], jnp.ones((1, 2))))
+
+
+def MyBlock():
+    def init(key, input_shape):
+        return tuple(input_shape), {}
+
+    def apply(params, x, *, key=None, train=False):
+        return x
+
+    return jnn.Layer(init, apply)
+
+
+def test_undescribed_custom_layer_is_named_after_its_constructor():
+    _, params = jnn.serial(MyBlock(), MyBlock()).init(jax.random.key(0), (-1, 2))
+    assert list(params) == ["my_block_0", "my_block_1"]
+    assert jnn.layers.spec_of(MyBlock()) is None
+
+
+def test_describe_refuses_bad_input():
+    with pytest.raises(ValueError, match="snake_case"):
+        jnn.layers.describe(jnn.Dense(2), "Dense")
+    with pytest.raises(TypeError, match=r"expected a jnn\.Layer"):
+        jnn.layers.describe(lambda x: x, "fn")
+
+
+def test_structure_key_equal_for_models_built_the_same_way():
+    def build(width):
+        return jnn.serial(jnn.Dense(width, activation="relu"), jnn.Dropout(0.1), jnn.Dense(1))
+
+    a, b = build(10), build(10)
+    assert a is not b and a != b  # different objects, different closures
+    assert structure_key(a) == structure_key(b)
+    assert hash(structure_key(a)) == hash(structure_key(b))
+    assert structure_key(a) != structure_key(build(11))
+    relu_vs_tanh = jnn.serial(jnn.Dense(10, activation="tanh"), jnn.Dropout(0.1), jnn.Dense(1))
+    assert structure_key(a) != structure_key(relu_vs_tanh)
+    assert structure_key(jnn.Dropout(0.1)) != structure_key(jnn.Dropout(0.2))
+
+
+def test_structure_key_falls_back_to_identity():
+    def apply(params, x, *, key=None, train=False):
+        return x
+
+    plain = jnn.Layer(lambda key, shape: (tuple(shape), {}), apply)
+    other = jnn.Layer(lambda key, shape: (tuple(shape), {}), apply)
+    assert structure_key(jnn.serial(plain)) == structure_key(jnn.serial(plain))
+    assert structure_key(jnn.serial(plain)) != structure_key(jnn.serial(other))

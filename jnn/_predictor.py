@@ -54,6 +54,17 @@ def load_model(path: str | os.PathLike, *, expected_sha256: str | None = None) -
     Raises:
       OSError: if the file cannot be read.
       ValueError: if it is not a usable model, or its sha256 differs.
+
+    Example:
+      >>> import os, sys, tempfile, jax, numpy as np, jnn, jnn.export
+      >>> from jnn.serve import load_model
+      >>> model = jnn.Dense(1)
+      >>> params = {"w": np.ones((3, 1), np.float32), "b": np.zeros(1, np.float32)}
+      >>> path = os.path.join(tempfile.mkdtemp(), "m.onnx")
+      >>> _ = jnn.export.save_onnx(path, model, params, (-1, 3))
+      >>> predictor = load_model(path)  # in a serving process, this imports no jax
+      >>> type(predictor).__name__, predictor(np.ones((2, 3))).ravel()
+      ('OnnxPredictor', array([3., 3.], dtype=float32))
     """
     if os.fspath(path).lower().endswith(ONNX_SUFFIX):
         from jnn._onnx_runtime import load_onnx

@@ -50,7 +50,9 @@ PUBLIC: dict[str, list[str]] = {
         "Bootstrap", "KFold", "Run", "SweepResult", "Table", "bootstrap_weights",
         "kfold_weights", "run_keys", "sweep",
     ],
-    "jnn.export": ["FORMAT_VERSION", "MAGIC", "Predictor", "load", "save"],
+    "jnn.export": [
+        "FORMAT_VERSION", "MAGIC", "OnnxPredictor", "Predictor", "load", "save", "save_onnx",
+    ],
     "jnn.layers": [
         "ACTIVATIONS", "Activation", "AvgPool", "BatchNorm", "Conv", "ConvTranspose", "Dense",
         "Dropout", "Elu", "Embedding", "FanInConcat", "FanInSum", "FanOut", "Flatten", "Gelu",
@@ -66,7 +68,7 @@ PUBLIC: dict[str, list[str]] = {
         "mse",
     ],
     "jnn.metrics": ["accuracy", "binary_accuracy", "categorical_accuracy", "get"],
-    "jnn.serve": ["DEFAULT_MAX_BODY_BYTES", "create_app", "serve"],
+    "jnn.serve": ["DEFAULT_MAX_BODY_BYTES", "create_app", "load_model", "serve"],
     "jnn.summary": ["Summary", "SummaryRow", "format_table", "summary"],
     "jnn.train": [
         "Callback", "EarlyStopping", "FitResult", "NonFiniteError", "TrainState", "evaluate",

@@ -1,4 +1,4 @@
-"""ONNX export (private; public as :func:`jnn.export.save_onnx`).
+"""ONNX export (private; :func:`jnn.export.save_onnx` checks its arguments and calls it).
 
 The forward pass (evaluation mode, weights as constants) is traced once to a
 jaxpr with a symbolic batch axis; that jaxpr is checked (one output with the
@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -46,70 +46,22 @@ _INLINE = {
 }
 
 
-def save_onnx(
+def export_onnx(
     path: str | os.PathLike,
     model: AnyLayer,
     params: Params,
-    input_spec: Any,
+    features: tuple[int, ...],
+    dtype: np.dtype,
     *,
-    model_state: State | None = None,
-    opset: int | None = None,
-    dtype: Any = jnp.float32,
-    labels: Sequence[str] | None = None,
-    description: str = "",
+    model_state: State | None,
+    opset: int | None,
+    labels_for: Callable[[tuple[int, ...]], list[str] | None],
+    description: str,
 ) -> dict[str, Any]:
-    """Export ``model``'s forward pass (evaluation mode) and weights as one ONNX file.
+    """The work of :func:`jnn.export.save_onnx`, with the input spec already checked.
 
-    ONNX is a graph format that ONNX Runtime (servers, mobile, browsers),
-    TensorRT and OpenVINO read; ``jnn serve model.onnx`` and ``jnn predict``
-    run it without jax (``pip install 'jnn[serve-onnx]'``). The graph has one
-    input ``"inputs"`` with a symbolic batch axis and one output
-    ``"predictions"``; jnn's metadata (input and output specs, labels,
-    summary, versions) is the JSON metadata property ``"jnn.metadata"``.
-    Before writing, the graph is run on ONNX Runtime and compared with the
-    model: a conversion that differs is an error, never a wrong file.
-
-    Args:
-      path: file to write (conventionally ``*.onnx``); overwritten if present.
-      model: the model (a :class:`jnn.Layer` or :class:`jnn.StatefulLayer`).
-      params: its trained params.
-      input_spec: the input shape, e.g. ``(-1, 30)``; the first axis is the
-        batch axis (symbolic in the file). A ``jax.ShapeDtypeStruct`` or an
-        example array also works (its dtype then overrides ``dtype``).
-      model_state: the state of a stateful model (required for those);
-        BatchNorm runs on its running statistics.
-      opset: the ONNX opset to target (default 17, the oldest jnn tests;
-        newer ones up to what the installed onnx knows). An older
-        runtime needs an older opset.
-      dtype: input dtype (default float32; integer ids for ``Embedding``).
-      labels: optional names of the outputs, as in :func:`jnn.export.save`.
-      description: free text stored in the metadata and the graph's doc string.
-
-    Returns:
-      The metadata written (also ``jnn.export.load(path).metadata``).
-
-    Raises:
-      ImportError: if jax2onnx, onnx or onnxruntime is missing
-        (``pip install 'jnn[onnx]'``).
-      TypeError, ValueError: for a bad model, input spec (one that does not fit
-        the params), labels or opset; a model whose output is not one array
-        with a leading batch axis; a layer with no ONNX form (the error names
-        it and the operation); or a converted graph whose outputs differ.
-
-    Example:
-      >>> import os, tempfile, jax, numpy as np, jnn, jnn.export
-      >>> model = jnn.serial(jnn.Dense(4, activation="relu"), jnn.Dense(1))
-      >>> _, params = model.init(jax.random.key(0), (-1, 3))
-      >>> path = os.path.join(tempfile.mkdtemp(), "model.onnx")
-      >>> meta = jnn.export.save_onnx(path, model, params, (-1, 3))
-      >>> meta["input"], meta["opset"]
-      ({'shape': [None, 3], 'dtype': 'float32'}, 17)
-      >>> predictor = jnn.export.load(path)                # ONNX Runtime, no XLA
-      >>> x = np.ones((5, 3), np.float32)
-      >>> bool(np.allclose(predictor(x), jnn.predict(model, params, x), rtol=1e-5))
-      True
+    ``labels_for(output_shape)`` checks the labels once the output shape is known.
     """
-    from jnn.export import _input_spec, _labels
     from jnn.summary import summary
     from jnn.train import _check_model_state
 
@@ -117,7 +69,6 @@ def save_onnx(
     jax2onnx, onnx = _import_converter()
     _check_layer(model, f"{where}: model: ")
     model_state = _check_model_state(where, model, model_state)
-    features, dtype = _input_spec(where, input_spec, dtype)
     opset = _opset(where, opset, onnx)
     smodel = stateful(model)
     params, model_state = _check_spec_fits(where, smodel, params, model_state, features)
@@ -130,7 +81,7 @@ def save_onnx(
     closed = jax.make_jaxpr(forward)(spec)
     out_shape, out_dtype = _check_output(where, closed, batch)
     _check_convertible(where, closed.jaxpr)
-    labels = _labels(where, labels, out_shape)
+    labels = labels_for(out_shape)
     proto = _convert(where, jax2onnx, closed, spec, opset)
     metadata = {
         "format": "jnn.onnx",

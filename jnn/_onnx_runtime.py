@@ -15,6 +15,7 @@ import numpy as np
 
 from jnn._predictor import check_input, check_sha256, format_summary, predict_in_batches
 
+ONNX_SUFFIX = ".onnx"  # files with this suffix are ONNX (jnn.export.load, jnn.serve.load_model)
 METADATA_KEY = "jnn.metadata"  # the metadata_props entry holding jnn's metadata (JSON)
 _DTYPES = {
     "tensor(float)": "float32",

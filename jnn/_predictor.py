@@ -3,9 +3,8 @@
 Both runtimes (:class:`jnn.export.Predictor` on XLA for ``.jnn`` files,
 :class:`jnn.export.OnnxPredictor` on ONNX Runtime for ``.onnx`` files) check
 inputs and split large batches with the functions here, so both give the same
-errors; :func:`load_model` picks the runtime from the file name and imports
-jax only for ``.jnn`` files. :mod:`jnn.serve` and :mod:`jnn.cli` use it, so
-serving an ``.onnx`` file never imports jax.
+errors; :func:`jnn.serve.load_model` picks the runtime from the file name and
+imports jax only for ``.jnn`` files.
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
-
-ONNX_SUFFIX = ".onnx"
 
 
 class LoadedModel(Protocol):
@@ -39,43 +36,6 @@ class LoadedModel(Protocol):
     def warmup(self, max_rows: int = 1) -> None: ...
 
     def summary(self) -> str: ...
-
-
-def load_model(path: str | os.PathLike, *, expected_sha256: str | None = None) -> LoadedModel:
-    """Load an ``.onnx`` file on ONNX Runtime (no jax), any other with :func:`jnn.export.load`.
-
-    Args:
-      path: a model file.
-      expected_sha256: if given, the file's sha256 (hex) must equal it.
-
-    Returns:
-      A predictor (:class:`jnn.export.OnnxPredictor` or :class:`jnn.export.Predictor`).
-
-    Raises:
-      OSError: if the file cannot be read.
-      ValueError: if it is not a usable model, or its sha256 differs.
-
-    Example:
-      >>> import os, sys, tempfile, jax, numpy as np, jnn, jnn.export
-      >>> from jnn.serve import load_model
-      >>> model = jnn.Dense(1)
-      >>> params = {"w": np.ones((3, 1), np.float32), "b": np.zeros(1, np.float32)}
-      >>> path = os.path.join(tempfile.mkdtemp(), "m.onnx")
-      >>> _ = jnn.export.save_onnx(path, model, params, (-1, 3))
-      >>> predictor = load_model(path)  # in a serving process, this imports no jax
-      >>> type(predictor).__name__, predictor(np.ones((2, 3))).ravel()
-      ('OnnxPredictor', array([3., 3.], dtype=float32))
-    """
-    if os.fspath(path).lower().endswith(ONNX_SUFFIX):
-        from jnn._onnx_runtime import load_onnx
-
-        return load_onnx(path, expected_sha256=expected_sha256)
-    from jnn.export import load
-
-    if expected_sha256 is None:
-        return load(path)
-    check_sha256(path, expected_sha256)  # jnn.export.load does not check a given digest (yet)
-    return load(path)
 
 
 def check_sha256(path: str | os.PathLike, expected: str, data: bytes | None = None) -> None:

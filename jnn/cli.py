@@ -159,7 +159,7 @@ def _port(text: str) -> int:
 
 def _load(args: argparse.Namespace) -> Any:
     """The model, or a ValueError naming the file: no traceback for a damaged file."""
-    from jnn._predictor import load_model
+    from jnn.serve import load_model
 
     try:
         return load_model(args.model, expected_sha256=args.sha256)

@@ -30,9 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from jnn._onnx import save_onnx
-from jnn._onnx_runtime import OnnxPredictor, load_onnx
-from jnn._predictor import ONNX_SUFFIX, check_input, predict_in_batches
+from jnn._onnx_runtime import ONNX_SUFFIX, OnnxPredictor, load_onnx
+from jnn._predictor import check_input, predict_in_batches
 from jnn._typing import Params, State
 from jnn._version import __version__
 from jnn.layers._base import AnyLayer, _check_layer, stateful
@@ -423,6 +422,86 @@ def _labels(where: str, labels: Any, out_shape: tuple[int, ...]) -> list[str] | 
             "label per output unit (or two for a single-unit binary classifier)."
         )
     return labels
+
+
+def save_onnx(
+    path: str | os.PathLike,
+    model: AnyLayer,
+    params: Params,
+    input_spec: Any,
+    *,
+    model_state: State | None = None,
+    opset: int | None = None,
+    dtype: Any = jnp.float32,
+    labels: Sequence[str] | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    """Export ``model``'s forward pass (evaluation mode) and weights as one ONNX file.
+
+    ONNX is a graph format that ONNX Runtime (servers, mobile, browsers),
+    TensorRT and OpenVINO read; ``jnn serve model.onnx`` and ``jnn predict``
+    run it without jax (``pip install 'jnn[serve-onnx]'``). The graph has one
+    input ``"inputs"`` with a symbolic batch axis and one output
+    ``"predictions"``; jnn's metadata (input and output specs, labels,
+    summary, versions) is the JSON metadata property ``"jnn.metadata"``.
+    Before writing, the graph is run on ONNX Runtime and compared with the
+    model: a conversion that differs is an error, never a wrong file.
+
+    Args:
+      path: file to write (conventionally ``*.onnx``); overwritten if present.
+      model: the model (a :class:`jnn.Layer` or :class:`jnn.StatefulLayer`).
+      params: its trained params.
+      input_spec: the input shape, e.g. ``(-1, 30)``; the first axis is the
+        batch axis (symbolic in the file). A ``jax.ShapeDtypeStruct`` or an
+        example array also works (its dtype then overrides ``dtype``).
+      model_state: the state of a stateful model (required for those);
+        BatchNorm runs on its running statistics.
+      opset: the ONNX opset to target (default 17, the oldest jnn tests;
+        newer ones up to what the installed onnx knows). An older
+        runtime needs an older opset.
+      dtype: input dtype (default float32; integer ids for ``Embedding``).
+      labels: optional names of the outputs, as in :func:`jnn.export.save`.
+      description: free text stored in the metadata and the graph's doc string.
+
+    Returns:
+      The metadata written (also ``jnn.export.load(path).metadata``).
+
+    Raises:
+      ImportError: if jax2onnx, onnx or onnxruntime is missing
+        (``pip install 'jnn[onnx]'``).
+      TypeError, ValueError: for a bad model, input spec (one that does not fit
+        the params), labels or opset; a model whose output is not one array
+        with a leading batch axis; a layer with no ONNX form (the error names
+        it and the operation); or a converted graph whose outputs differ.
+
+    Example:
+      >>> import os, tempfile, jax, numpy as np, jnn, jnn.export
+      >>> model = jnn.serial(jnn.Dense(4, activation="relu"), jnn.Dense(1))
+      >>> _, params = model.init(jax.random.key(0), (-1, 3))
+      >>> path = os.path.join(tempfile.mkdtemp(), "model.onnx")
+      >>> meta = jnn.export.save_onnx(path, model, params, (-1, 3))
+      >>> meta["input"], meta["opset"]
+      ({'shape': [None, 3], 'dtype': 'float32'}, 17)
+      >>> predictor = jnn.export.load(path)                # ONNX Runtime, no XLA
+      >>> x = np.ones((5, 3), np.float32)
+      >>> bool(np.allclose(predictor(x), jnn.predict(model, params, x), rtol=1e-5))
+      True
+    """
+    from jnn._onnx import export_onnx  # jax2onnx is imported only when exporting to ONNX
+
+    where = "export.save_onnx"
+    features, dtype = _input_spec(where, input_spec, dtype)
+    return export_onnx(
+        path,
+        model,
+        params,
+        features,
+        dtype,
+        model_state=model_state,
+        opset=opset,
+        labels_for=functools.partial(_labels, where, labels),
+        description=description,
+    )
 
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "OnnxPredictor", "Predictor", "load", "save", "save_onnx"]

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from jnn._predictor import LoadedModel, load_model
+from jnn._onnx_runtime import ONNX_SUFFIX, load_onnx
+from jnn._predictor import LoadedModel, check_sha256
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 # Connection-layer defaults (also jnn serve's), safe on loopback and a LAN: a 1 MiB body
@@ -61,6 +62,41 @@ _PREDICT_DOC = {
         },
     },
 }
+
+
+def load_model(path: str | os.PathLike, *, expected_sha256: str | None = None) -> LoadedModel:
+    """Load an ``.onnx`` file on ONNX Runtime (no jax), any other with :func:`jnn.export.load`.
+
+    Args:
+      path: a model file.
+      expected_sha256: if given, the file's sha256 (hex) must equal it.
+
+    Returns:
+      A predictor (:class:`jnn.export.OnnxPredictor` or :class:`jnn.export.Predictor`).
+
+    Raises:
+      OSError: if the file cannot be read.
+      ValueError: if it is not a usable model, or its sha256 differs.
+
+    Example:
+      >>> import os, tempfile, numpy as np, jnn, jnn.export
+      >>> from jnn.serve import load_model
+      >>> model = jnn.Dense(1)
+      >>> params = {"w": np.ones((3, 1), np.float32), "b": np.zeros(1, np.float32)}
+      >>> path = os.path.join(tempfile.mkdtemp(), "m.onnx")
+      >>> _ = jnn.export.save_onnx(path, model, params, (-1, 3))
+      >>> predictor = load_model(path)  # in a serving process, this imports no jax
+      >>> type(predictor).__name__, predictor(np.ones((2, 3))).ravel()
+      ('OnnxPredictor', array([3., 3.], dtype=float32))
+    """
+    if os.fspath(path).lower().endswith(ONNX_SUFFIX):
+        return load_onnx(path, expected_sha256=expected_sha256)
+    from jnn.export import load  # jax, for .jnn files only
+
+    if expected_sha256 is None:
+        return load(path)
+    check_sha256(path, expected_sha256)  # jnn.export.load does not check a given digest (yet)
+    return load(path)
 
 
 def _import_server() -> tuple[Any, Any]:

@@ -199,9 +199,15 @@ def _io_spec(where: str, what: str, arg: Any) -> dict[str, Any]:
     """``{"shape": [None, ...], "dtype": name}`` of a graph input/output with a batch axis."""
     dtype = _DTYPES.get(arg.type)
     shape = list(arg.shape)
-    if dtype is None or not shape or any(not isinstance(d, int) or d < 1 for d in shape[1:]):
+    if (
+        dtype is None
+        or not shape
+        or isinstance(shape[0], int)  # a fixed batch size: only that many rows would run
+        or any(not isinstance(d, int) or d < 1 for d in shape[1:])
+    ):
         raise ValueError(
             f"{where}: the model's {what} {arg.name!r} is {arg.type} of shape {shape}; jnn runs "
-            "numeric tensors with a leading batch axis and fixed other dimensions."
+            "numeric tensors with a symbolic leading batch axis and fixed other dimensions "
+            "(export with a dynamic batch dimension)."
         )
     return {"shape": [None, *shape[1:]], "dtype": dtype}

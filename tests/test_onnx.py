@@ -403,3 +403,24 @@ def test_loading_predicting_and_serving_an_onnx_file_never_imports_jax(trained_m
     want = jnn.predict(model, params, x)
     np.testing.assert_allclose(served, want[:2], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(np.load(tmp / "y.npy"), want, rtol=1e-5, atol=1e-7)
+
+
+def _foreign(path, batch):
+    """An ONNX model not written by jnn: y = relu(x), x of shape (batch, 3)."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_an_onnx_model_from_elsewhere_is_served_from_its_graph(tmp):
+    _foreign(str(tmp / "relu.onnx"), "n")
+    predictor = jnn.export.load(str(tmp / "relu.onnx"))
+    assert predictor.input_shape == (None, 3) and predictor.labels is None
+    np.testing.assert_array_equal(predictor([[-1.0, 0.5, 2.0]]), [[0.0, 0.5, 2.0]])
+    assert "no jnn summary" in predictor.summary()
+    _foreign(str(tmp / "fixed.onnx"), 1)
+    with pytest.raises(ValueError, match="symbolic leading batch axis"):
+        jnn.export.load(str(tmp / "fixed.onnx"))

@@ -4,6 +4,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -125,7 +126,9 @@ def test_concurrent_requests_all_answered_correctly(server):
         (b"{not json", 400, "malformed JSON"),
         (b"\xff\xfe", 400, "malformed JSON"),
         (b"[" * 100_000 + b"]" * 100_000, 413, "over"),
-        (b"[" * 2000 + b"]" * 2000, 400, "malformed JSON"),
+        # 400 at Python's default recursion limit, 422 (not an object) where jax2onnx's
+        # plugins raised it (in the same test process): a clear error either way.
+        (b"[" * 2000 + b"]" * 2000, (400, 422), r"malformed JSON|\{\"inputs\""),
         (json.dumps([[1, 2, 3, 4]]).encode(), 422, '"inputs"'),
         (json.dumps({"x": [[1, 2, 3, 4]]}).encode(), 422, "(n, 4)"),
         (json.dumps({"inputs": [[1, 2, 3]]}).encode(), 422, "(n, 4)"),
@@ -144,8 +147,11 @@ def test_concurrent_requests_all_answered_correctly(server):
 def test_bad_inputs_then_server_still_works(server, body, status, match):
     client, _ = server
     r = client.post("/predict", content=body, headers={"content-type": "application/json"})
-    assert r.status_code == status, r.text
-    assert match in r.json()["detail"]
+    if isinstance(status, tuple):
+        assert r.status_code in status and re.search(match, r.json()["detail"]), r.text
+    else:
+        assert r.status_code == status, r.text
+        assert match in r.json()["detail"]
     ok = client.post("/predict", json={"inputs": [[0.0, 1.0, 2.0, 3.0]]})
     assert ok.status_code == 200 and np.shape(ok.json()["predictions"]) == (1, 2)
 

@@ -4,8 +4,9 @@ The forward pass (evaluation mode, weights as constants) is traced once to a
 jaxpr with a symbolic batch axis; that jaxpr is checked (one output with the
 batch axis, every primitive convertible) and handed to ``jax2onnx`` through a
 small interpreter that inlines nested calls and rewrites the few primitives
-whose ONNX form ONNX Runtime cannot run (3-D convolutions, max pooling over
-more than one spatial axis at a time); the result is then run on ONNX Runtime
+whose ONNX form ONNX Runtime cannot run, or that the converter lacks (3-D
+convolutions, max pooling over more than two spatial axes at a time, boolean
+selects, reverse scans); the result is then run on ONNX Runtime
 and compared with jax before the file is written, so a conversion bug is an
 error, never a wrong file.
 """
@@ -319,7 +320,8 @@ def _eval(jaxpr: Any, consts: Sequence[Any], *args: Any) -> list[Any]:
             inner_consts = getattr(inner, "consts", ())
             outs = _eval(getattr(inner, "jaxpr", inner), inner_consts, *invals)
         elif rewrite is not None:
-            outs = [rewrite(*invals)]
+            outs = rewrite(*invals)
+            outs = outs if eqn.primitive.multiple_results else [outs]
         else:
             bound = eqn.primitive.get_bind_params(eqn.params)  # (subfuns, params) before jax 0.7
             subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
@@ -342,10 +344,21 @@ def _rewrite(eqn: Any) -> Any:
         and eqn.invars[0].aval.ndim > 3
     ):
         return lambda x: _max_pool(x, p)
+    if eqn.primitive.name == "scan" and p["reverse"]:
+        # The converter has no reverse scan (Bidirectional's backward pass): flip instead.
+        return lambda *args: _forward_scan(eqn.primitive, p, args)
     if eqn.primitive.name == "select_n" and eqn.outvars[0].aval.dtype == np.bool_:
         # ONNX Runtime has no Where kernel for booleans (jnp.tril of a causal mask makes one).
         return lambda which, *cases: lax.select_n(which, *(c.astype(np.uint8) for c in cases)) > 0
     return None
+
+
+def _forward_scan(scan: Any, p: dict, args: Sequence[Any]) -> list[Any]:
+    """``scan(..., reverse=True)`` as a forward scan over flipped inputs, outputs flipped back."""
+    n = p["num_consts"] + p["num_carry"]
+    xs = [jnp.flip(x, 0) for x in args[n:]]
+    outs = scan.bind(*args[:n], *xs, **{**p, "reverse": False})
+    return [*outs[: p["num_carry"]], *(jnp.flip(y, 0) for y in outs[p["num_carry"] :])]
 
 
 def _conv3d(lhs: jax.Array, rhs: jax.Array, p: dict) -> jax.Array:

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import onnx
 import pytest
@@ -424,3 +425,33 @@ def test_an_onnx_model_from_elsewhere_is_served_from_its_graph(tmp):
     _foreign(str(tmp / "fixed.onnx"), 1)
     with pytest.raises(ValueError, match="symbolic leading batch axis"):
         jnn.export.load(str(tmp / "fixed.onnx"))
+
+
+def ReverseCumsum():
+    """A custom layer scanning its time axis backwards (as a Bidirectional RNN's backward pass)."""
+    from jax import lax
+
+    def init(key, input_shape):
+        return tuple(input_shape), {"decay": jax.random.uniform(key, (input_shape[-1],))}
+
+    def apply(params, x, *, key=None, train=False):
+        def step(carry, xt):
+            carry = carry * params["decay"][None, :] + xt
+            return carry, carry
+
+        _, ys = lax.scan(step, x[:, 0] * 0, jnp.swapaxes(x, 0, 1), reverse=True)
+        return jnp.swapaxes(ys, 0, 1)
+
+    return jnn.Layer(init, apply)
+
+
+def test_a_reverse_scan_converts(tmp):
+    model = jnn.serial(jnn.Dense(4), ReverseCumsum(), jnn.Dense(2))
+    params, _ = _train(model, (6, 3), np.float32)
+    path = str(tmp / "reverse.onnx")
+    jnn.export.save_onnx(path, model, params, (-1, 6, 3))
+    predictor = jnn.export.load(path)
+    for rows in (1, 7, 1000):
+        x = _inputs(rows, (6, 3), np.float32, seed=rows)
+        want = jnn.predict(model, params, x)
+        np.testing.assert_allclose(predictor(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

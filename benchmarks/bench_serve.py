@@ -11,9 +11,11 @@ without it, a Python load process with the same protocol):
 
 Each server runs in its own process; for 1 and 8 concurrent clients it gets
 ``--requests`` single-example ``POST /predict`` requests (new connection per
-request, as ``ab`` without ``-k``). Reported: requests/s, mean/p50/p99
-latency, each server's resident memory (RSS) after start-up and after the
-load, and the issue's targets: at 1 client mean latency <= 1.5x the echo's,
+request, as ``ab`` without ``-k``); the servers take turns, ``--rounds``
+times, and medians are reported: requests/s, mean/p50/p99 latency, the
+server's CPU time per request (user + system, all threads: the figure least
+moved by other load on the machine), each server's resident memory (RSS)
+after start-up and after the load, and the issue's targets: at 1 client mean latency <= 1.5x the echo's,
 at 8 clients throughput >= 0.8x the echo's. Every server's answer is checked
 against ``jnn.predict`` first. Servers are always stopped.
 
@@ -140,6 +142,13 @@ def rss_mib(pid: int) -> float:
     return kib / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     import socket
 
@@ -230,8 +239,11 @@ def main() -> None:
                 load(url, body, min(200, args.requests), c)  # warm-up
         for _ in range(args.rounds):  # the servers take turns, so slow phases hit all alike
             for c in clients:
-                for name, (_, url, _) in servers.items():
-                    runs.setdefault((name, c), []).append(load(url, body, args.requests, c))
+                for name, (proc, url, _) in servers.items():
+                    before = cpu_seconds(proc.pid)
+                    r = load(url, body, args.requests, c)
+                    r["cpu_us"] = (cpu_seconds(proc.pid) - before) / args.requests * 1e6
+                    runs.setdefault((name, c), []).append(r)
         rss_after = {name: rss_mib(proc.pid) for name, (proc, _, _) in servers.items()}
     finally:
         for proc, _, _ in servers.values():
@@ -252,12 +264,13 @@ def main() -> None:
         f"requests per measurement, medians of {args.rounds} rounds, loopback, load by "
         f"{results[0]['tool']} in a separate process"
     )
-    print("| server | clients | req/s | mean ms | p50 ms | p99 ms | RSS start / after MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| server | clients | req/s | mean ms | p50 ms | p99 ms | server CPU us/request "
+          "| RSS start / after MiB |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['server']} | {r['clients']} | {r['req_s']:.0f} | {r['mean_ms']:.2f} | "
-              f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['rss_start_mib']:.0f} / "
-              f"{r['rss_after_mib']:.0f} |")  # fmt: skip
+              f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_us']:.0f} | "
+              f"{r['rss_start_mib']:.0f} / {r['rss_after_mib']:.0f} |")  # fmt: skip
     echo_rows = {r["clients"]: r for r in results if r["server"].startswith("echo")}
     print("\nTargets (vs echo): 1 client mean latency <= 1.5x; 8 clients throughput >= 0.8x")
     for r in results:

@@ -15,9 +15,10 @@ request, as ``ab`` without ``-k``); the servers take turns, ``--rounds``
 times, and medians are reported: requests/s, mean/p50/p99 latency, the
 server's CPU time per request (user + system, all threads: the figure least
 moved by other load on the machine), each server's resident memory (RSS)
-after start-up and after the load, and the issue's targets: at 1 client mean latency <= 1.5x the echo's,
-at 8 clients throughput >= 0.8x the echo's. Every server's answer is checked
-against ``jnn.predict`` first. Servers are always stopped.
+after start-up and after the load, and the issue's targets: at 1 client
+mean latency <= 1.5x the echo's, at 8 clients throughput >= 0.8x the echo's.
+Every server's answer is checked against ``jnn.predict`` first. Servers are
+always stopped.
 
 Run:  python benchmarks/bench_serve.py [--requests 3000] [--clients 1,8] [--json out.json]
 (needs: pip install 'jnn[bench]', and ab). Figures on a shared machine are noisy.

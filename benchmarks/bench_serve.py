@@ -254,7 +254,7 @@ def main() -> None:
     for (name, c), rs in runs.items():
         row = {
             k: float(np.median([r[k] for r in rs]))
-            for k in ("req_s", "mean_ms", "p50_ms", "p99_ms")
+            for k in ("req_s", "mean_ms", "p50_ms", "p99_ms", "cpu_us")
         }
         results.append({"server": name, "clients": c, **row, "rounds": len(rs),
                         "rss_start_mib": servers[name][2], "rss_after_mib": rss_after[name],

@@ -278,7 +278,5 @@ def test_import_jnn_is_lazy_and_names_resolve():
         "else:\n"
         "    raise AssertionError('no AttributeError')\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -2,7 +2,14 @@
 
 Each is written as the JAX docs teach: pytrees of params, ``optax`` for Adam,
 ``jax.jit`` with donation. Every step computes the loss and the accuracy, as
-``jnn.fit`` does with ``metrics=["accuracy"]``, and every epoch reshuffles.
+``jnn.fit`` does with ``metrics=["accuracy"]``, and every epoch reshuffles with
+``jax.random.permutation``, as the docs do.
+
+The ``shuffle=False`` variants are the machine's limit for the case: the same
+steps over the data in a fixed order, sliced with no gather and no permutation.
+jnn is compared with them too, so a cost that jnn shares with the usual baseline
+(the sort behind ``jax.random.permutation`` cost more than the epoch it shuffled,
+on a CPU) shows up instead of cancelling out.
 """
 
 from __future__ import annotations
@@ -57,16 +64,19 @@ def _mlp_step(case: MLPCase, tx):
     return step
 
 
-def _mlp_epoch(case: MLPCase, tx):
-    """``epoch(params, opt_state, key, x, y)``: on-device shuffle, then ``lax.scan`` the steps."""
+def _mlp_epoch(case: MLPCase, tx, shuffle: bool = True):
+    """``epoch(params, opt_state, key, x, y)``: on-device shuffle (or none: the limit),
+    then ``lax.scan`` the steps."""
     step = _mlp_step(case, tx)
     nb, bs = case.steps_per_epoch, case.batch
 
     def epoch(params, opt_state, key, x, y):
         key, sub = jax.random.split(key)
-        perm = jax.random.permutation(sub, x.shape[0])
-        xs = x[perm].reshape(nb, bs, *x.shape[1:])
-        ys = y[perm].reshape(nb, bs, *y.shape[1:])
+        if shuffle:
+            perm = jax.random.permutation(sub, x.shape[0])
+            x, y = x[perm], y[perm]
+        xs = x.reshape(nb, bs, *x.shape[1:])
+        ys = y.reshape(nb, bs, *y.shape[1:])
 
         def body(carry, batch):
             params, opt_state = carry
@@ -100,13 +110,14 @@ def jit_step(case: MLPCase) -> Bench:
     return _bench(case, call, steps=case.loop_steps)
 
 
-def scan_epoch(case: MLPCase) -> Bench:
-    """One ``jax.jit`` call per epoch: on-device shuffle + ``lax.scan`` over the batches."""
+def scan_epoch(case: MLPCase, shuffle: bool = True) -> Bench:
+    """One ``jax.jit`` call per epoch: on-device shuffle (``shuffle=False``: none, the
+    limit) + ``lax.scan`` over the batches."""
     x, y = (jnp.asarray(a) for a in mlp_data(case))
     tx = optax.adam(case.learning_rate)
     params = mlp_init(jax.random.key(0), case.sizes)
     state = [params, tx.init(params), jax.random.key(1)]
-    epoch = jax.jit(_mlp_epoch(case, tx), donate_argnums=(0, 1))
+    epoch = jax.jit(_mlp_epoch(case, tx, shuffle), donate_argnums=(0, 1))
 
     def call():
         for _ in range(case.epochs):
@@ -116,8 +127,9 @@ def scan_epoch(case: MLPCase) -> Bench:
     return _bench(case, call)
 
 
-def vmap_sweep(case: MLPCase) -> Bench:
-    """``case.runs`` networks (different init and shuffle seeds) trained in lockstep with vmap."""
+def vmap_sweep(case: MLPCase, shuffle: bool = True) -> Bench:
+    """``case.runs`` networks (different init and shuffle seeds) trained in lockstep with
+    vmap (``shuffle=False``: every run in the same fixed order, the limit)."""
     x, y = (jnp.asarray(a) for a in mlp_data(case))
     tx = optax.adam(case.learning_rate)
     keys = jax.random.split(jax.random.key(0), case.runs)
@@ -126,7 +138,8 @@ def vmap_sweep(case: MLPCase) -> Bench:
     shuffle_keys = jax.random.split(jax.random.key(1), case.runs)
     state = [params, opt, shuffle_keys]
     epoch = jax.jit(
-        jax.vmap(_mlp_epoch(case, tx), in_axes=(0, 0, 0, None, None)), donate_argnums=(0, 1)
+        jax.vmap(_mlp_epoch(case, tx, shuffle), in_axes=(0, 0, 0, None, None)),
+        donate_argnums=(0, 1),
     )
 
     def call():
@@ -227,8 +240,9 @@ def cnn_rows() -> int:
     return len(digits_data()[1]) // CNN_BATCH * CNN_BATCH
 
 
-def cnn_scan(epochs: int = 1) -> Bench:
-    """The digits CNN, one ``jax.jit`` call per epoch (shuffle + ``lax.scan``)."""
+def cnn_scan(epochs: int = 1, shuffle: bool = True) -> Bench:
+    """The digits CNN, one ``jax.jit`` call per epoch (shuffle, or none: the limit, +
+    ``lax.scan``)."""
     x, y = digits_data()
     n = cnn_rows()
     x, y = jnp.asarray(x[:n]), jnp.asarray(y[:n])
@@ -253,9 +267,11 @@ def cnn_scan(epochs: int = 1) -> Bench:
     @functools.partial(jax.jit, donate_argnums=(0,))
     def epoch(carry, x, y):
         key, sub = jax.random.split(carry[-1])
-        perm = jax.random.permutation(sub, n)
-        xs = x[perm].reshape(nb, CNN_BATCH, *x.shape[1:])
-        ys = y[perm].reshape(nb, CNN_BATCH)
+        if shuffle:
+            perm = jax.random.permutation(sub, n)
+            x, y = x[perm], y[perm]
+        xs = x.reshape(nb, CNN_BATCH, *x.shape[1:])
+        ys = y.reshape(nb, CNN_BATCH)
         carry, (loss, acc) = jax.lax.scan(step, (*carry[:-1], key), (xs, ys))
         return carry, jnp.mean(loss), jnp.mean(acc)
 

@@ -1,12 +1,15 @@
 """The seed network (10-10-10-1, batch 32, Adam, BCE, 32,768 rows): jnn.fit vs handwritten JAX.
 
-Trains the same network three ways in one process and prints steps/s and ratios:
+Trains the same network four ways in one process and prints steps/s and ratios:
 
 - ``jnn.fit`` with shuffling and the accuracy metric on, ``verbose=0``;
 - a handwritten ``jax.jit`` step called once per batch from Python;
-- a handwritten ``lax.scan`` epoch with an on-device shuffle (one call per epoch).
+- a handwritten ``lax.scan`` epoch with an on-device shuffle
+  (``jax.random.permutation``, one call per epoch);
+- the same ``lax.scan`` epoch without any shuffle: the machine's limit.
 
-Targets: ``jnn.fit`` >= 0.8x the ``lax.scan`` epoch and >= 20x the per-step loop.
+Targets: ``jnn.fit`` >= 0.85x the limit (the scan without a shuffle) and >= 20x the
+per-step loop.
 
 Run: ``python benchmarks/bench_fit.py [--quick] [--repeats N]``. The full suite,
 with peers, is ``python -m benchmarks``.
@@ -37,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         "jnn.fit": lambda: _jnn.fit(case),
         "jax.jit per step": lambda: _handwritten.jit_step(case),
         "jax lax.scan epoch": lambda: _handwritten.scan_epoch(case),
+        "lax.scan, no shuffle (limit)": lambda: _handwritten.scan_epoch(case, shuffle=False),
     }
     results = {r.impl: r for r in measure_case("seed", makes, repeats=repeats)}
     for r in results.values():
@@ -54,14 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     fit = results["jnn.fit"].steps_per_s
     scan = results["jax lax.scan epoch"].steps_per_s
+    limit = results["lax.scan, no shuffle (limit)"].steps_per_s
     step = results["jax.jit per step"].steps_per_s
-    ok_scan, ok_step = fit >= 0.8 * scan, fit >= 20 * step
+    ok_limit, ok_step = fit >= 0.85 * limit, fit >= 20 * step
     print(
-        f"jnn.fit / lax.scan epoch = {fit / scan:.2f}x (target >= 0.8: "
-        f"{'met' if ok_scan else 'MISSED'})"
+        f"jnn.fit / limit (no shuffle) = {fit / limit:.2f}x (target >= 0.85: "
+        f"{'met' if ok_limit else 'MISSED'})"
     )
+    print(f"jnn.fit / lax.scan epoch with jax.random.permutation = {fit / scan:.2f}x")
     print(
-        f"jnn.fit / jit per step   = {fit / step:.1f}x (target >= 20: "
+        f"jnn.fit / jit per step = {fit / step:.1f}x (target >= 20: "
         f"{'met' if ok_step else 'MISSED'})"
     )
     return 0

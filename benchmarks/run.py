@@ -46,6 +46,7 @@ def _mlp_impls(case):
         "jnn.fit": lambda: _jnn.fit(case),
         "jax.jit per step": lambda: _handwritten.jit_step(case),
         "jax lax.scan epoch": lambda: _handwritten.scan_epoch(case),
+        "jax lax.scan epoch, no shuffle (limit)": lambda: _handwritten.scan_epoch(case, False),
         "flax nnx (nnx.jit)": lambda: _peers.flax_nnx(case),
         "flax linen + optax (jax.jit)": lambda: _peers.flax_linen(case),
         "equinox (filter_jit)": lambda: _peers.equinox(case),
@@ -68,12 +69,14 @@ def implementations(name: str, quick: bool, tiny: bool) -> dict:
         return {
             "jnn.fit": lambda: _jnn.cnn(),
             "jax lax.scan epoch": lambda: _handwritten.cnn_scan(),
+            "jax lax.scan epoch, no shuffle (limit)": lambda: _handwritten.cnn_scan(shuffle=False),
         }
     if name == "sweep":
         case = mlp_cases["sweep"]
         return {
             "jnn experiments.sweep": lambda: _jnn.sweep(case),
             "jax vmap + lax.scan": lambda: _handwritten.vmap_sweep(case),
+            "jax vmap + lax.scan, no shuffle (limit)": lambda: _handwritten.vmap_sweep(case, False),
             f"jnn.fit x {case.runs}, one after another": lambda: _jnn.fit_sequential(case),
         }
     raise ValueError(f"unknown case {name!r}; known: {', '.join(ALL_CASES)}")

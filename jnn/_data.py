@@ -30,7 +30,9 @@ def as_host_array(where: str, what: str, value: Any, *, allow_int: bool = True) 
         raise ValueError(f"{where}: {what} must have a leading example axis, got a scalar.")
     if arr.shape[0] == 0:
         raise ValueError(f"{where}: {what} is empty (shape {arr.shape}); nothing to do.")
-    if arr.dtype.kind == "f":
+    # A sum is NaN/Inf when any element is (and only then, short of an overflow): checked
+    # with no temporary as large as the data; the elementwise search runs only if it is not.
+    if arr.dtype.kind == "f" and not np.isfinite(np.sum(arr, dtype=np.float64)):
         bad = ~np.isfinite(arr)
         if bad.any():
             rows = np.unique(np.nonzero(bad.reshape(arr.shape[0], -1))[0])
@@ -38,8 +40,8 @@ def as_host_array(where: str, what: str, value: Any, *, allow_int: bool = True) 
                 f"{where}: {what} holds {int(bad.sum())} NaN/Inf value(s), in {rows.size} "
                 f"example(s) (first at index {int(rows[0])}). Clean or impute them first."
             )
-        if arr.dtype == np.float64 and not jax.config.read("jax_enable_x64"):
-            arr = arr.astype(np.float32)
+    if arr.dtype == np.float64 and not jax.config.read("jax_enable_x64"):
+        arr = arr.astype(np.float32)
     return arr
 
 

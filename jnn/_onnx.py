@@ -64,12 +64,12 @@ def export_onnx(
     ``labels_for(output_shape)`` checks the labels once the output shape is known.
     """
     from jnn.summary import summary
-    from jnn.train import _check_model_state
+    from jnn.train._internal import check_model_state
 
     where = "export.save_onnx"
     jax2onnx, onnx = _import_converter()
     _check_layer(model, f"{where}: model: ")
-    model_state = _check_model_state(where, model, model_state)
+    model_state = check_model_state(where, model, model_state)
     opset = _opset(where, opset, onnx)
     smodel = stateful(model)
     params, model_state = _check_spec_fits(where, smodel, params, model_state, features)

@@ -40,14 +40,8 @@ from jnn._data import check_labels, check_positive_int, check_xy
 from jnn._table import Table
 from jnn._typing import Array, ArrayLike, Params
 from jnn.layers._base import AnyLayer, _check_layer, close_match, is_stateful, stateful
-from jnn.train import (
-    _OPTIMIZERS,
-    TrainState,
-    _check_trace,
-    _epoch_fn,
-    _resolve_metrics,
-    get_optimizer,
-)
+from jnn.train import TrainState, get_optimizer
+from jnn.train._internal import OPTIMIZERS, EpochSpec, check_trace, epoch_fn, resolve_metrics
 
 __all__ = [
     "Bootstrap",
@@ -293,9 +287,9 @@ def _optimizer(optimizer: Any, settings: list[dict[str, float]]) -> tuple[Callab
     if settings == [{}]:
         return None, get_optimizer(optimizer)
     if isinstance(optimizer, str):
-        if optimizer not in _OPTIMIZERS:
+        if optimizer not in OPTIMIZERS:
             get_optimizer(optimizer)  # raises the named-optimizer error
-        factory = _OPTIMIZERS[optimizer][0]
+        factory = OPTIMIZERS[optimizer][0]
     elif isinstance(optimizer, optax.GradientTransformation) or not callable(optimizer):
         raise TypeError(
             "sweep: with hparams, optimizer must be a name ('adam') or a factory taking the "
@@ -611,7 +605,7 @@ def sweep(
             f"{where}: folds define each run's validation data; drop validation_data, or folds."
         )
     loss_fn = _losses.get(loss)
-    metric_fns = _resolve_metrics(metrics, loss_fn)
+    metric_fns = resolve_metrics(metrics, loss_fn)
     in_shape = (-1, *x.shape[1:])
     out_shape = _traced_out_shape(
         smodel, loss_fn, metric_fns, (x.shape, x.dtype), (y.shape[1:], y.dtype)
@@ -681,7 +675,7 @@ def _traced_out_shape(smodel, loss_fn, metric_fns, x_spec, y_spec) -> tuple:
     y = jax.ShapeDtypeStruct((x_spec[0][0], *y_spec[0]), y_spec[1])
     in_shape = (-1, *x_spec[0][1:])
     _, params, model_state = jax.eval_shape(lambda k: smodel.init(k, in_shape), jax.random.key(0))
-    return _check_trace("sweep", smodel, params, model_state, loss_fn, metric_fns, x, y, None)
+    return check_trace("sweep", smodel, params, model_state, loss_fn, metric_fns, x, y, None)
 
 
 @functools.lru_cache(maxsize=16)
@@ -703,7 +697,7 @@ def _compiled_sweep(
     Each run initializes from its seed and scans ``fit``'s own epoch function
     over the epochs; ``jax.vmap`` runs them in lockstep.
     """
-    epoch = _epoch_fn(smodel, loss_fn, tx, metric_fns, batch_size, shuffle, validate)
+    epoch = epoch_fn(EpochSpec(smodel, loss_fn, tx, metric_fns, batch_size, shuffle, validate))
 
     def one_run(init_seed, shuffle_seed, fold, hp, shared):
         xd, yd, train_w, val_w, val = shared
@@ -717,7 +711,8 @@ def _compiled_sweep(
         run_val = (xd, yd, val_w[fold]) if folded else val
 
         def body(state, _):
-            return epoch(state, xd, yd, train_w[fold], run_val)
+            state, logs, _ = epoch(state, xd, yd, train_w[fold], run_val)
+            return state, logs
 
         return jax.lax.scan(body, state, None, length=epochs)
 

@@ -91,11 +91,11 @@ def save(
       (5, 1)
     """
     from jnn.summary import summary
-    from jnn.train import _check_model_state
+    from jnn.train._internal import check_model_state
 
     where = "export.save"
     _check_layer(model, f"{where}: model: ")
-    model_state = _check_model_state(where, model, model_state)
+    model_state = check_model_state(where, model, model_state)
     feature_shape, dtype = _input_spec(where, input_spec, dtype)
     platforms = _platforms(where, platforms)
     weights, treedef = jax.tree.flatten((params, model_state))

@@ -110,21 +110,22 @@ def _epoch_hlo() -> str:
     import jax
 
     import jnn
-    from jnn import train
+    from jnn.train._internal import EpochSpec, epoch_fn
 
     model, params, x, y = seed_problem()
     mesh = jnn.distributed.make_mesh()
     plan = jnn.distributed._plan("test", mesh, None)
-    step = train._compiled_epoch(
+    spec = EpochSpec(
         jnn.stateful(model),
         jnn.losses.get("bce"),
         jnn.get_optimizer("sgd", 0.1),
-        (),
-        16,
-        True,
-        False,
-        plan,
+        metric_fns=(),
+        batch_size=16,
+        shuffle=True,
+        validate=False,
+        plan=plan,
     )
+    step = jax.jit(epoch_fn(spec), donate_argnums=(0,))
     state = jnn.TrainState.create(params, "sgd", learning_rate=0.1, key=jax.random.key(0))
     state = plan.put_state(state)
     data = plan.put_data("test", (x, y, np.ones(64, np.float32)))

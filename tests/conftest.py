@@ -10,3 +10,27 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+_COMPILES: list[str] = []
+
+
+def _on_event(event: str, duration: float, **kwargs) -> None:
+    if event == "/jax/core/compile/backend_compile_duration":
+        _COMPILES.append(event)
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_event)
+
+
+@pytest.fixture
+def compiles():
+    """A list that grows by one per XLA compilation from now on (jax.monitoring events)."""
+    start = len(_COMPILES)
+
+    class Counter:
+        @property
+        def count(self) -> int:
+            return len(_COMPILES) - start
+
+    return Counter()

@@ -23,7 +23,10 @@ def test_suite_runs_case_one_and_writes_table_json_and_chart(tmp_path):
     assert "### Targets" in proc.stdout
     data = json.loads((tmp_path / "results.json").read_text())
     by_impl = {r["impl"]: r for r in data["results"]}
-    assert set(by_impl) == {"jnn.fit", "jax lax.scan epoch"}
+    # --impls selects by substring: the scan epoch and its no-shuffle (limit) variant
+    limit = "jax lax.scan epoch, no shuffle (limit)"
+    assert set(by_impl) == {"jnn.fit", "jax lax.scan epoch", limit}
+    assert "| x limit |" in proc.stdout  # jnn's rate over the limit's, a column of the table
     for r in by_impl.values():
         assert r["skipped"] is None and r["steps_per_s"] > 0 and r["compile_s"] >= 0
         assert r["steps_per_s_min"] <= r["steps_per_s"] <= r["steps_per_s_max"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import jnn
-from jnn import _stream
+from jnn.train import _stream
 
 N, B, D = 1000, 48, 5  # 21 batches, the last of 40 rows: ragged batch and ragged groups
 
@@ -169,9 +169,14 @@ def test_progress_shows_examples_per_second(capsys):
     jnn.fit(_model(), _params(), list(_batches(x, y)()), epochs=1, **{**FIT, "verbose": 2})
     line = capsys.readouterr().out
     assert "21/21 batches" in line and "examples/s" in line
-    meter = _stream._Meter(10, 0, "Epoch 1")
-    meter.tick(_stream.Group((), 4, 400))
-    assert "4/10 batches" in meter.note() and "ETA" in meter.note()
+
+
+def test_progress_on_a_terminal_shows_the_running_epoch(capsys, monkeypatch):
+    x, y = _data()
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    jnn.fit(_model(), _params(), list(_batches(x, y)()), epochs=1, **{**FIT, "verbose": 1})
+    out = capsys.readouterr().out
+    assert "Epoch 1/1 " in out and "/21 batches" in out and "ETA" in out
 
 
 def test_bad_streams_fail_clearly():

@@ -11,9 +11,9 @@ a callable returning a fresh iterator per epoch. The machinery:
   steps, so every example is trained on and one shape is compiled;
 - :class:`Prefetch` builds and ``device_put``\\ s the next groups in a thread
   while the device runs the current one (double-buffered, bounded memory);
-- :class:`StreamEpoch` runs an epoch as ``ceil(batches / k)`` calls of one
-  compiled ``lax.scan`` over :func:`jnn.train._pure_step`, the array path's
-  step, so the math is the same.
+- :class:`StreamEpoch` runs an epoch as ``ceil(batches / k)`` calls of
+  :func:`jnn.train._epoch.train_scan`, the array path's scan body, so the math is
+  the same; a short last group masks its missing steps.
 """
 
 from __future__ import annotations
@@ -21,18 +21,18 @@ from __future__ import annotations
 import functools
 import itertools
 import queue
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jnn._data import check_xy
-from jnn.train import TrainState, _finish_logs, _guarded, _pure_step, _weighted_logs
+from jnn._data import check_positive_int, check_xy
+from jnn.train._epoch import EpochOut, eval_scan, train_scan, zero_sums
+from jnn.train._logs import Sums, batch_logs
+from jnn.train._state import TrainState
+from jnn.train._step import NanGuard, pure_step
 
 # --------------------------------------------------------------------------- sources
 
@@ -138,6 +138,27 @@ class Source:
         else:
             it = iter(self.data)
         return it if self.steps is None else itertools.islice(it, self.steps)
+
+
+def stream_source(where, data, steps, *, sample_weight=None, arity=2, plan=None):
+    """A :class:`Source` when ``data`` is a batch stream, else None."""
+    if data is None or not (is_stream(data) if arity == 2 else is_x_stream(data)):
+        if steps is not None:
+            raise ValueError(f"{where}: steps per epoch are only for a stream of batches.")
+        return None
+    if plan is not None:
+        raise ValueError(
+            f"{where}: a stream of batches cannot be combined with mesh= yet; pass arrays "
+            "(each process its own shard) or drop mesh=."
+        )
+    if sample_weight is not None:
+        raise ValueError(
+            f"{where}: sample_weight is for array data; a stream carries per-example weights "
+            "in its batches, as (x, y, weights)."
+        )
+    if steps is not None:
+        steps = check_positive_int(where, "steps", steps)
+    return Source(where, data, steps=steps, arity=arity)
 
 
 # --------------------------------------------------------------------------- groups
@@ -368,196 +389,115 @@ def sharded_put(batch_sharding: Any) -> Callable:
 
 @functools.lru_cache(maxsize=32)
 def compiled_steps(model, loss_fn, tx, metric_fns, masked: bool, on_nan=None) -> Callable:
-    """``call(state, sums, count, guard, xs, ys, ws, valid) -> (state, sums, count, guard)``.
+    """``call(state, sums, guard, xs, ys, ws, valid) -> (state, sums, guard)``.
 
-    A ``lax.scan`` of :func:`jnn.train._pure_step` over the group's k batches,
-    accumulating weighted metrics exactly as the fused array epoch does. The
-    ``masked`` variant (for a short last group) skips steps whose ``valid`` is
-    False with ``lax.cond``: no update, no key split, no step count. ``guard`` is
-    the array epoch's NaN guard carry ``(index, first_bad, skipped)``, threaded
-    through groups; it is only updated when ``on_nan`` is set.
+    :func:`jnn.train._epoch.train_scan` over the group's k batches. The ``masked``
+    variant (for a short last group) skips steps whose ``valid`` is False. The NaN
+    guard's carry is threaded through the groups of an epoch.
     """
-    step = _pure_step(model, loss_fn, tx, metric_fns, guard=on_nan is not None)
+    step = pure_step(model, loss_fn, tx, metric_fns)
+    scan = train_scan(step, NanGuard(on_nan), masked)
 
-    def call(state: TrainState, sums, count, guard, xs, ys, ws, valid):
-        def run(state, guard, xb, yb, wb):
-            if on_nan is None:
-                state, logs = step(state, xb, yb, wb)
-            else:
-                state, logs, wb, guard = _guarded(step, on_nan, state, xb, yb, wb, guard)
-            logs, total = _weighted_logs(logs, wb)
-            return state, guard, logs, total
-
-        def skip(state, guard, xb, yb, wb):
-            return state, guard, jax.tree.map(jnp.zeros_like, sums), jnp.zeros_like(count)
-
-        def body(carry, batch):
-            state, sums, count, guard = carry
-            xb, yb, wb, ok = batch
-            if masked:
-                state, guard, logs, total = jax.lax.cond(ok, run, skip, state, guard, xb, yb, wb)
-            else:
-                state, guard, logs, total = run(state, guard, xb, yb, wb)
-            return (state, jax.tree.map(jnp.add, sums, logs), count + total, guard), None
-
-        carry = (state, sums, count, guard)
-        (state, sums, count, guard), _ = jax.lax.scan(body, carry, (xs, ys, ws, valid))
-        return state, sums, count, guard
+    def call(state: TrainState, sums: Sums, g, xs, ys, ws, valid):
+        return scan(state, sums, g, (xs, ys, ws, valid))
 
     return jax.jit(call, donate_argnums=(0, 1, 2))
 
 
 @functools.lru_cache(maxsize=32)
 def compiled_eval_steps(model, loss_fn, metric_fns) -> Callable:
-    """``call(params, model_state, sums, count, xs, ys, ws, valid)``: k evaluation batches."""
+    """``call(params, model_state, sums, xs, ys, ws, valid) -> sums``: k evaluation batches."""
+    scan = eval_scan(model, loss_fn, metric_fns, masked=True)
 
-    def logs_of(pred, y, w):
-        logs = {} if loss_fn is None else {"loss": loss_fn(pred, y, weights=w)}
-        for name, fn in metric_fns:
-            logs[name] = fn(pred, y, weights=w)
-        return logs
+    def call(params, model_state, sums: Sums, xs, ys, ws, valid):
+        return scan(params, model_state, sums, (xs, ys, ws, valid))
 
-    def call(params, model_state, sums, count, xs, ys, ws, valid):
-        def body(carry, batch):
-            xb, yb, wb, ok = batch
-            pred, _ = model.apply(params, model_state, xb, train=False)
-            logs, total = _weighted_logs(logs_of(pred, yb, wb), wb)
-            logs = jax.tree.map(lambda v: jnp.where(ok, v, jnp.zeros_like(v)), logs)
-            return jax.tree.map(jnp.add, carry, (logs, total)), None
-
-        (sums, count), _ = jax.lax.scan(body, (sums, count), (xs, ys, ws, valid))
-        return sums, count
-
-    return jax.jit(call, donate_argnums=(2, 3))
+    return jax.jit(call, donate_argnums=(2,))
 
 
-def _zeros_like_shapes(tree) -> Any:
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
+def _batch_specs(spec: Spec) -> tuple[jax.ShapeDtypeStruct, ...]:
+    """Abstract ``(xb, yb, wb)`` of one batch of the stream."""
+    xb, yb = (
+        jax.ShapeDtypeStruct((spec.batch_size, *s), d)
+        for s, d in zip(spec.shapes, spec.dtypes, strict=True)
+    )
+    return xb, yb, jax.ShapeDtypeStruct((spec.batch_size,), np.float32)
 
 
 # --------------------------------------------------------------------------- epochs
 
 
-class _Meter:
-    """Examples/s and, when the epoch's length is known, an ETA; in-place on a TTY."""
-
-    def __init__(self, total: int | None, verbose: int, label: str):
-        self.total, self.label = total, label
-        self.show = verbose == 1 and sys.stdout.isatty()
-        self.start = self.last = time.perf_counter()
-        self.batches = self.examples = 0
-
-    def tick(self, group: Group) -> None:
-        self.batches += group.batches
-        self.examples += group.examples
-        now = time.perf_counter()
-        if self.show and now - self.last > 0.2:
-            self.last = now
-            sys.stdout.write("\r\x1b[2K" + self.label + " " + self.note(now))
-            sys.stdout.flush()
-
-    def note(self, now: float | None = None) -> str:
-        seconds = max((now or time.perf_counter()) - self.start, 1e-9)
-        text = f"{self.batches}" + (f"/{self.total}" if self.total else "") + " batches"
-        text += f" - {self.examples / seconds:,.0f} examples/s"
-        if self.total and self.batches:
-            eta = seconds * (self.total - self.batches) / self.batches
-            text += f" - ETA {eta:.0f}s"
-        return text
-
-
 class StreamEpoch:
-    """``fit``'s epoch for a stream: ``epoch_fn(state, *ignored) -> (state, logs)``."""
+    """``fit``'s epoch for a stream: ``epoch(state, interrupted=, tick=) -> EpochOut``."""
 
-    def __init__(
-        self, *, where, source, model, loss_fn, tx, metric_fns, k, put, verbose, on_nan=None
-    ):
-        self.where, self.source, self.k, self.put, self.verbose = where, source, k, put, verbose
-        self.on_nan = on_nan
+    def __init__(self, *, where, source, model, loss_fn, tx, metric_fns, k, put, on_nan=None):
+        self.where, self.source, self.k, self.put = where, source, k, put
+        self.guard = NanGuard(on_nan)
         self.full = compiled_steps(model, loss_fn, tx, metric_fns, False, on_nan)
         self.masked = compiled_steps(model, loss_fn, tx, metric_fns, True, on_nan)
-        self.pure = _pure_step(model, loss_fn, tx, metric_fns)
-        self.note, self.zeros = "", None
+        self.step = pure_step(model, loss_fn, tx, metric_fns)
+        self.log_shapes: Any = None
 
-    def __call__(self, state: TrainState, *_ignored) -> tuple[TrainState, dict[str, Any]]:
+    def __call__(self, state: TrainState, *, interrupted, tick) -> EpochOut:
         epoch = self.source.epochs_started
         key, _ = jax.random.split(state.key)  # as the array epoch does (its shuffle key)
         state = state._replace(key=key)
-        if self.zeros is None:  # the metrics' shapes, once
-            spec = self.source.spec
-            x0, y0 = (
-                jax.ShapeDtypeStruct((spec.batch_size, *s), d)
-                for s, d in zip(spec.shapes, spec.dtypes, strict=True)
-            )
-            w0 = jax.ShapeDtypeStruct((spec.batch_size,), np.float32)
-            self.zeros = jax.eval_shape(self.pure, state, x0, y0, w0)[1]
-        sums, count = _zeros_like_shapes(self.zeros), jnp.zeros(())
-        guard = (jnp.int32(0), jnp.int32(-1), jnp.int32(0))
-        meter = _Meter(self.source.length, self.verbose, f"Epoch {epoch + 1}")
+        if self.log_shapes is None:  # the metrics' shapes, once
+            logs = lambda *args: self.step(*args)[1]  # noqa: E731
+            self.log_shapes = jax.eval_shape(logs, state, *_batch_specs(self.source.spec))
+        sums, g = Sums.zeros_like(self.log_shapes), self.guard.init()  # fresh: calls donate them
+        batches = examples = 0
         items = self.source.epoch()
-        for group in Prefetch(groups(self.where, items, self.source.spec, self.k, 2), self.put):
+        feed = Prefetch(groups(self.where, items, self.source.spec, self.k, 2), self.put)
+        for group in feed:
             fn = self.full if group.batches == self.k else self.masked
-            state, sums, count, guard = fn(state, sums, count, guard, *group.arrays)
-            meter.tick(group)
-        if meter.batches == 0:
+            state, sums, g = fn(state, sums, g, *group.arrays)
+            batches, examples = batches + group.batches, examples + group.examples
+            tick(batches, self.source.length, examples)
+            if interrupted() or self.guard.tripped(g):
+                feed.close()
+                return EpochOut(state, None, g, False)
+        if batches == 0:
             raise ValueError(
                 f"{self.where}: the data stream produced no batch in epoch {epoch + 1}. An "
                 "iterator is used up after one pass: pass a callable returning a fresh "
                 "iterator (e.g. lambda: make_batches()), a re-iterable, or steps_per_epoch."
             )
-        logs = _finish_logs(sums, count)
-        if self.on_nan is not None:
-            logs["_nan_first"], logs["_nan_skipped"] = guard[1], guard[2]
-        self.note = meter.note()
-        if meter.show:
-            sys.stdout.write("\r\x1b[2K")
-        return state, logs
+        return EpochOut(state, sums.mean(), g, True)
 
 
 class Validated:
-    """An epoch function followed by ``validate(params, model_state) -> logs`` (``val_*``)."""
+    """An epoch runner followed by ``validate(params, model_state) -> logs`` (``val_*``)."""
 
-    def __init__(self, epoch_fn: Callable, validate: Callable | None):
-        self.epoch_fn, self.validate = epoch_fn, validate
+    def __init__(self, epoch: Callable[..., EpochOut], validate: Callable):
+        self.epoch, self.validate = epoch, validate
 
-    @property
-    def note(self) -> str:
-        return getattr(self.epoch_fn, "note", "")
-
-    def __call__(self, state, *args):
-        state, logs = self.epoch_fn(state, *args)
-        if self.validate is not None:
-            val_logs = self.validate(state.params, state.model_state)
-            logs = {**logs, **{f"val_{k}": v for k, v in val_logs.items()}}
-        return state, logs
+    def __call__(self, state, **kw) -> EpochOut:
+        out = self.epoch(state, **kw)
+        if not out.complete or out.logs is None:
+            return out
+        val_logs = self.validate(out.state.params, out.state.model_state)
+        return out._replace(logs={**out.logs, **{f"val_{k}": v for k, v in val_logs.items()}})
 
 
 def evaluate_stream(
-    where, source: Source, *, model, loss_fn, metric_fns, params, model_state, k, put, verbose=0
+    where, source: Source, *, model, loss_fn, metric_fns, params, model_state, k, put
 ) -> dict[str, jax.Array]:
     """Weighted loss and metrics over one pass of ``source`` (``k`` batches per call)."""
     run = compiled_eval_steps(model, loss_fn, metric_fns)
-    spec = source.spec
-    xb = jax.ShapeDtypeStruct((spec.batch_size, *spec.shapes[0]), spec.dtypes[0])
-    yb = jax.ShapeDtypeStruct((spec.batch_size, *spec.shapes[1]), spec.dtypes[1])
-    wb = jax.ShapeDtypeStruct((spec.batch_size,), np.float32)
 
     def first_logs(params, model_state, xb, yb, wb):
         pred, _ = model.apply(params, model_state, xb, train=False)
-        logs = {} if loss_fn is None else {"loss": loss_fn(pred, yb, weights=wb)}
-        for name, fn in metric_fns:
-            logs[name] = fn(pred, yb, weights=wb)
-        return logs
+        return batch_logs(loss_fn, metric_fns, pred, yb, wb)
 
-    sums = _zeros_like_shapes(jax.eval_shape(first_logs, params, model_state, xb, yb, wb))
-    count = jnp.zeros(())
-    meter = _Meter(source.length, verbose, "Evaluate")
-    for group in Prefetch(groups(where, source.epoch(), spec, k, 2), put):
-        sums, count = run(params, model_state, sums, count, *group.arrays)
-        meter.tick(group)
-    if meter.batches == 0:
+    sums = zero_sums(first_logs, params, model_state, *_batch_specs(source.spec))
+    batches = 0
+    for group in Prefetch(groups(where, source.epoch(), source.spec, k, 2), put):
+        sums = run(params, model_state, sums, *group.arrays)
+        batches += group.batches
+    if batches == 0:
         raise ValueError(f"{where}: the data stream produced no batch (an iterator used up?).")
-    return _finish_logs(sums, count)
+    return sums.mean()
 
 
 def predict_stream(where, source: Source, *, forward, params, model_state, put) -> Any:

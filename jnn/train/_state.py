@@ -1,0 +1,182 @@
+"""The training state and the optimizer registry (private).
+
+:class:`TrainState` is the pytree a step reads and writes; :func:`get_optimizer`
+turns a name into an optax transformation (Keras's default learning rates).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jnn._data import check_key
+from jnn._typing import Array, Params, PRNGKey, State
+from jnn.layers._base import close_match
+
+
+class TrainState(NamedTuple):
+    """Everything a training step reads and writes, as one pytree.
+
+    Attributes:
+      params: the trainable params.
+      opt_state: the optimizer's state.
+      step: number of steps taken (an int32 scalar array).
+      key: the PRNG key; step ``i``'s dropout key is ``fold_in(key, i)`` (``fit``
+        splits a fresh key per epoch, and one for the shuffle).
+      model_state: non-trainable state of stateful models (``{}`` otherwise).
+
+    Example:
+      >>> import jax, optax, jnn
+      >>> _, params = jnn.Dense(1).init(jax.random.key(0), (-1, 3))
+      >>> state = jnn.TrainState.create(params, optax.sgd(0.1), key=jax.random.key(1))
+      >>> int(state.step)
+      0
+    """
+
+    params: Params
+    opt_state: optax.OptState
+    step: Array
+    key: PRNGKey
+    model_state: State = {}  # noqa: RUF012  (never mutated; NamedTuple default)
+
+    @classmethod
+    def create(
+        cls,
+        params: Params,
+        optimizer: optax.GradientTransformation | str,
+        *,
+        key: PRNGKey,
+        model_state: State | None = None,
+        learning_rate: float | None = None,
+    ) -> TrainState:
+        """A fresh state: ``optimizer.init(params)``, step 0.
+
+        Args:
+          params: the model's params.
+          optimizer: an ``optax.GradientTransformation`` or a name (see
+            :func:`get_optimizer`).
+          key: the PRNG key that steps fold their step number into for dropout.
+          model_state: the state of a stateful model (default ``{}``).
+          learning_rate: for an optimizer given by name.
+
+        Returns:
+          A :class:`TrainState` at step 0.
+
+        Raises:
+          ValueError: for an unknown optimizer name or a bad learning rate.
+          TypeError: if ``key`` is not a PRNG key.
+
+        Example:
+          >>> import jax, jnn
+          >>> _, params = jnn.Dense(1).init(jax.random.key(0), (-1, 2))
+          >>> state = jnn.TrainState.create(params, "adam", key=jax.random.key(1))
+          >>> int(state.step), state.model_state
+          (0, {})
+        """
+        tx = get_optimizer(optimizer, learning_rate)
+        return cls(
+            params=params,
+            opt_state=tx.init(params),
+            step=jnp.zeros((), jnp.int32),
+            key=check_key("TrainState.create", key),
+            model_state={} if model_state is None else model_state,
+        )
+
+
+OPTIMIZERS: dict[str, tuple[Callable[..., optax.GradientTransformation], float]] = {
+    # name: (optax constructor, Keras's default learning rate)
+    "sgd": (optax.sgd, 0.01),
+    "adam": (optax.adam, 1e-3),
+    "adamw": (optax.adamw, 1e-3),
+    "rmsprop": (optax.rmsprop, 1e-3),
+    "adagrad": (optax.adagrad, 1e-3),
+    "adamax": (optax.adamax, 1e-3),
+    "nadam": (optax.nadam, 1e-3),
+    "lamb": (optax.lamb, 1e-3),
+    "lion": (optax.lion, 1e-4),
+}
+
+
+def get_optimizer(
+    optimizer: optax.GradientTransformation | str, learning_rate: float | None = None
+) -> optax.GradientTransformation:
+    """An optax optimizer from a name and learning rate, or the one given.
+
+    Names: ``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"adagrad"``,
+    ``"adamax"``, ``"nadam"``, ``"lamb"``, ``"lion"``, with Keras's default
+    learning rates when ``learning_rate`` is None. The same (name, rate) gives
+    the same object, so compiled steps are reused across calls.
+
+    Args:
+      optimizer: a name or an ``optax.GradientTransformation`` (returned as is).
+      learning_rate: a positive number or an optax schedule, for a name only.
+
+    Returns:
+      The ``optax.GradientTransformation``.
+
+    Raises:
+      ValueError: for an unknown name (with the closest), or a
+        ``learning_rate`` given together with an optax object.
+
+    Example:
+      >>> import jnn
+      >>> tx = jnn.get_optimizer("adam", 1e-2)
+      >>> tx is jnn.get_optimizer("adam", 1e-2)
+      True
+    """
+    if isinstance(optimizer, str):
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"Unknown optimizer {optimizer!r}.{close_match(optimizer, OPTIMIZERS)} Known: "
+                f"{', '.join(OPTIMIZERS)}; or pass any optax.GradientTransformation."
+            )
+        bad_rate = isinstance(learning_rate, bool) or not (
+            learning_rate is None
+            or callable(learning_rate)  # an optax schedule
+            or (isinstance(learning_rate, (int, float)) and learning_rate > 0)
+        )
+        if bad_rate:
+            raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
+        return _named_optimizer(optimizer, learning_rate)
+    if isinstance(optimizer, optax.GradientTransformation):
+        if learning_rate is not None:
+            raise ValueError(
+                "learning_rate is only used with an optimizer name; an optax optimizer "
+                "already holds its own (e.g. optax.adam(learning_rate=1e-3))."
+            )
+        return optimizer
+    raise TypeError(
+        f"optimizer must be a name ({', '.join(OPTIMIZERS)}) or an "
+        f"optax.GradientTransformation, got {type(optimizer).__name__}."
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _named_optimizer(name: str, learning_rate: Any) -> optax.GradientTransformation:
+    ctor, default = OPTIMIZERS[name]
+    return ctor(learning_rate=default if learning_rate is None else learning_rate)
+
+
+@functools.lru_cache(maxsize=64)
+def fresh_state(tx: optax.GradientTransformation) -> Callable:
+    """``start(params, opt_state, key, model_state) -> TrainState`` at step 0, jitted.
+
+    Every leaf is a new buffer (the compiled epochs donate their state, never the
+    caller's arrays), and ``opt_state=None`` is ``tx.init(params)``: one compiled
+    call instead of a dispatch per leaf.
+    """
+
+    def start(params, opt_state, key, model_state) -> TrainState:
+        params, key, model_state = jax.tree.map(jnp.copy, (params, key, model_state))
+        opt_state = tx.init(params) if opt_state is None else jax.tree.map(jnp.copy, opt_state)
+        return TrainState(params, opt_state, jnp.zeros((), jnp.int32), key, model_state)
+
+    return jax.jit(start)
+
+
+__all__ = ["OPTIMIZERS", "TrainState", "fresh_state", "get_optimizer"]

@@ -5,6 +5,14 @@ layer's ``init`` under :func:`jax.eval_shape` (no arrays are allocated), and
 the children of ``serial`` / ``parallel`` / ``residual`` are named like the
 keys of the model's params dict (``dense_0``, ``relu_0``, ...). The same rows
 are stored in exported models' metadata and printed by ``jnn info``.
+
+Wrappers show their children too: ``Bidirectional``'s ``forward`` and
+``backward`` layers (each fed the wrapper's input), and the layer inside
+``remat`` or ``repeat``, listed under its kind. Those two keep their child's
+params as their own (no extra key), so the child's row repeats the
+wrapper's count; under ``repeat(layer, n)`` the child's param shapes carry
+the leading ``n`` axis of the stacked params and its counts include all
+``n`` copies.
 """
 
 from __future__ import annotations
@@ -176,7 +184,14 @@ def format_table(summary_dict: dict[str, Any]) -> str:
     return format_summary(summary_dict)
 
 
-def _walk(layer, name, kind, key, input_shape, depth, rows) -> Any:
+#: Wrappers whose children all take the wrapper's own input (serial's children are chained).
+_SAME_INPUT = frozenset({"bidirectional", "remat", "repeat"})
+#: Wrappers whose params are their child's, unnested: their own row lists no leaves.
+_TRANSPARENT = frozenset({"remat", "repeat"})
+
+
+def _walk(layer, name, kind, key, input_shape, depth, rows, stack=()) -> Any:
+    """Append the rows of ``layer`` and its children; ``stack``: leading axes of repeats above."""
     box: dict[str, Any] = {}
 
     def init(k):
@@ -186,18 +201,24 @@ def _walk(layer, name, kind, key, input_shape, depth, rows) -> Any:
 
     abstract = jax.eval_shape(init, key)
     params, state = abstract[0], (abstract[1] if len(abstract) > 1 else {})
-    own = {k: tuple(v.shape) for k, v in params.items() if not isinstance(v, dict)}
-    own = own if isinstance(params, dict) else {}
-    rows.append(SummaryRow(name, depth, box["shape"], _count(params), _count(state), own))
+    own = {k: (*stack, *v.shape) for k, v in params.items() if not isinstance(v, dict)}
+    own = own if isinstance(params, dict) and kind not in _TRANSPARENT else {}
+    copies = math.prod(stack)
+    rows.append(
+        SummaryRow(name, depth, box["shape"], copies * _count(params), copies * _count(state), own)
+    )
     children = _children(layer)
     if children:
         keys = jax.random.split(key, len(children))
         if kind == "parallel":
             shapes = list(input_shape)
+        spec = spec_of(layer)
+        repeats = dict(spec.config)["n"] if kind == "repeat" and spec is not None else None
+        inner = stack if repeats is None else (*stack, repeats)
         for i, (child_name, child) in enumerate(children):
             s = shapes[i] if kind == "parallel" else input_shape
-            out = _walk(child, child_name, layer_kind(child), keys[i], s, depth + 1, rows)
-            if kind != "parallel":
+            out = _walk(child, child_name, layer_kind(child), keys[i], s, depth + 1, rows, inner)
+            if kind != "parallel" and kind not in _SAME_INPUT:
                 input_shape = out
     return box["shape"]
 

@@ -15,6 +15,7 @@ BUILT = {
     "Activation": jnn.Activation("tanh"),
     "AvgPool": jnn.AvgPool((2, 2)),
     "BatchNorm": jnn.BatchNorm(),
+    "Bidirectional": jnn.Bidirectional(jnn.LSTM(3)),
     "Conv": jnn.Conv(4, (3, 3)),
     "ConvTranspose": jnn.ConvTranspose(4, (3, 3)),
     "Dense": jnn.Dense(3),
@@ -25,10 +26,14 @@ BUILT = {
     "FanInSum": jnn.FanInSum(),
     "FanOut": jnn.FanOut(2),
     "Flatten": jnn.Flatten(),
+    "GRU": jnn.GRU(3),
+    "GRUCell": jnn.GRUCell(3),
     "Gelu": jnn.Gelu(),
     "GlobalAvgPool": jnn.GlobalAvgPool(),
     "GlobalMaxPool": jnn.GlobalMaxPool(),
     "Identity": jnn.Identity(),
+    "LSTM": jnn.LSTM(3),
+    "LSTMCell": jnn.LSTMCell(3),
     "LayerNorm": jnn.LayerNorm(),
     "LeakyRelu": jnn.LeakyRelu(),
     "LogSoftmax": jnn.LogSoftmax(),
@@ -41,10 +46,13 @@ BUILT = {
     "Selu": jnn.Selu(),
     "Sigmoid": jnn.Sigmoid(),
     "Silu": jnn.Silu(),
+    "SimpleRNN": jnn.SimpleRNN(3),
     "Softmax": jnn.Softmax(),
     "Softplus": jnn.Softplus(),
     "Tanh": jnn.Tanh(),
     "parallel": jnn.parallel(jnn.Dense(2), jnn.Relu()),
+    "remat": jnn.remat(jnn.Dense(3)),
+    "repeat": jnn.repeat(jnn.Dense(3), 2),
     "residual": jnn.residual(jnn.Dense(3)),
     "serial": jnn.serial(jnn.Dense(2), jnn.Relu()),
 }
@@ -55,7 +63,7 @@ def test_every_public_constructor_is_covered():
         name
         for name in jnn.layers.__all__
         if inspect.isfunction(getattr(jnn.layers, name))
-        and (name[0].isupper() or name in ("serial", "parallel", "residual"))
+        and (name[0].isupper() or name in ("serial", "parallel", "residual", "remat", "repeat"))
     }
     assert constructors == set(BUILT)
 
@@ -65,7 +73,9 @@ def test_every_constructor_describes_its_layer(name):
     spec = jnn.layers.spec_of(BUILT[name])
     assert spec is not None
     # The kind keys the layer in its parent's params: the names jnn always used.
-    want = "rmsnorm" if name == "RMSNorm" else re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
+    irregular = {"RMSNorm": "rmsnorm", "SimpleRNN": "simple_rnn"}
+    irregular |= {"LSTMCell": "lstm_cell", "GRUCell": "gru_cell"}
+    want = irregular.get(name) or re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
     assert spec.kind == want
     # The lifted (stateful) form is the same layer: same description.
     assert jnn.layers.spec_of(jnn.stateful(BUILT[name])) == spec

@@ -30,6 +30,8 @@ PUBLIC: dict[str, list[str]] = {
         "LogSoftmax", "MaxPool", "MultiHeadAttention", "PositionalEmbedding", "RMSNorm", "Relu",
         "Reshape", "Selu", "Sigmoid", "Silu", "Softmax", "Softplus", "StatefulLayer", "Tanh",
         "is_stateful", "parallel", "residual", "serial", "stateful",
+        # recurrent layers; deep models (remat, scan over layers)
+        "Bidirectional", "GRU", "GRUCell", "LSTM", "LSTMCell", "SimpleRNN", "remat", "repeat",
         # training
         "Callback", "EarlyStopping", "FitResult", "NonFiniteError", "TrainState", "evaluate",
         "fit", "get_optimizer", "make_train_step", "predict", "summary",
@@ -62,6 +64,8 @@ PUBLIC: dict[str, list[str]] = {
         "attention_mask", "get_activation", "is_stateful", "parallel", "residual", "serial",
         "LayerSpec", "describe", "spec_of",
         "sigmoid", "stateful",
+        "Bidirectional", "GRU", "GRUCell", "LSTM", "LSTMCell", "SimpleRNN", "remat", "repeat",
+        "sequence_mask",
     ],
     "jnn.losses": [
         "bce", "bce_with_logits", "categorical_crossentropy", "cross_entropy", "get", "mae",

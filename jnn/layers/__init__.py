@@ -41,7 +41,16 @@ Layers with several inputs take them as a tuple, exactly like
 :func:`parallel`: ``apply(params, (a, b), ...)`` and ``init`` gets the tuple of
 shapes ``((-1, T, D), (-1, S, E))``. ``MultiHeadAttention`` accepts ``x``
 (self-attention), ``(query, key_value)`` or ``(query, key_value, mask)``, so
-self-attention drops into ``serial``/``residual`` unchanged.
+self-attention drops into ``serial``/``residual`` unchanged. The recurrent
+layers (``SimpleRNN``, ``LSTM``, ``GRU``, ``Bidirectional``) accept ``x``
+``(*batch, T, F)``, ``(x, mask)`` or ``(x, mask, initial_state)``; masked
+steps keep the state and output zeros, and with ``return_sequences=True`` a
+masked layer returns ``(outputs, mask)`` so that the next one in ``serial``
+sees the same padding.
+
+Deep stacks: :func:`repeat` applies ``n`` copies of a layer (params stacked on
+a leading axis) with one ``lax.scan``, so the program holds the layer once;
+:func:`remat` recomputes a layer's activations in the backward pass.
 
 Constructors are CamelCase (``Dense``, ``Conv``, ``BatchNorm``); combinators are
 snake_case (``serial``, ``parallel``, ``residual``). Spatial layers (``Conv``,
@@ -92,18 +101,23 @@ from jnn.layers._base import (
     spec_of,
     stateful,
 )
+from jnn.layers._bidirectional import Bidirectional
+from jnn.layers._cells import GRUCell, LSTMCell
 from jnn.layers._combinators import FanInConcat, FanInSum, FanOut, parallel, residual, serial
 from jnn.layers._conv import Conv, ConvTranspose
 from jnn.layers._core import Dense, Dropout, Flatten, Identity
 from jnn.layers._embed import Embedding, PositionalEmbedding
 from jnn.layers._norm import BatchNorm, LayerNorm, RMSNorm
 from jnn.layers._pool import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool, Reshape
+from jnn.layers._recurrent import GRU, LSTM, SimpleRNN, sequence_mask
+from jnn.layers._repeat import remat, repeat
 
 __all__ = [
     "ACTIVATIONS",
     "Activation",
     "AvgPool",
     "BatchNorm",
+    "Bidirectional",
     "Conv",
     "ConvTranspose",
     "Dense",
@@ -114,10 +128,14 @@ __all__ = [
     "FanInSum",
     "FanOut",
     "Flatten",
+    "GRU",
+    "GRUCell",
     "Gelu",
     "GlobalAvgPool",
     "GlobalMaxPool",
     "Identity",
+    "LSTM",
+    "LSTMCell",
     "Layer",
     "LayerNorm",
     "LayerSpec",
@@ -132,6 +150,7 @@ __all__ = [
     "Selu",
     "Sigmoid",
     "Silu",
+    "SimpleRNN",
     "Softmax",
     "Softplus",
     "StatefulLayer",
@@ -141,7 +160,10 @@ __all__ = [
     "get_activation",
     "is_stateful",
     "parallel",
+    "remat",
+    "repeat",
     "residual",
+    "sequence_mask",
     "serial",
     "sigmoid",
     "spec_of",

@@ -154,6 +154,21 @@ CASES = {
         (5, 4),
         np.float32,
     ),
+    "recurrent": (
+        jnn.serial(
+            jnn.LSTM(6, return_sequences=True),
+            jnn.GRU(5, return_sequences=True),
+            jnn.Bidirectional(jnn.SimpleRNN(4)),
+            jnn.Dense(2),
+        ),
+        (6, 3),
+        np.float32,
+    ),
+    "repeat_remat": (
+        jnn.serial(jnn.repeat(jnn.Dense(4, activation="tanh"), 3), jnn.remat(jnn.Dense(2))),
+        (4,),
+        np.float32,
+    ),
     "combinators": (
         jnn.serial(
             jnn.residual(jnn.Dense(5), jnn.Relu()),

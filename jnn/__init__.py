@@ -5,6 +5,10 @@ pure functions of arrays; training is one compiled ``lax.scan`` per epoch.
 Everything is a pytree and composes with ``jax.jit``, ``jax.grad`` and
 ``jax.vmap``.
 
+``import jnn`` is cheap: each public name is imported from its home module
+on first use (:pep:`562`), so the JAX-free parts (``jnn serve model.onnx``,
+:mod:`jnn.cli`) never import jax.
+
 Example:
   >>> import jax, jnn
   >>> model = jnn.serial(jnn.Dense(10, activation="relu"),
@@ -15,135 +19,184 @@ Example:
   (-1, 1)
 """
 
-from jnn import checkpoint, distributed, experiments, layers, losses, metrics
-from jnn._version import __version__
-from jnn.layers import (
-    GRU,
-    LSTM,
-    Activation,
-    AvgPool,
-    BatchNorm,
-    Bidirectional,
-    Conv,
-    ConvTranspose,
-    Dense,
-    Dropout,
-    Elu,
-    Embedding,
-    FanInConcat,
-    FanInSum,
-    FanOut,
-    Flatten,
-    Gelu,
-    GlobalAvgPool,
-    GlobalMaxPool,
-    GRUCell,
-    Identity,
-    Layer,
-    LayerNorm,
-    LeakyRelu,
-    LogSoftmax,
-    LSTMCell,
-    MaxPool,
-    MultiHeadAttention,
-    PositionalEmbedding,
-    Relu,
-    Reshape,
-    RMSNorm,
-    Selu,
-    Sigmoid,
-    Silu,
-    SimpleRNN,
-    Softmax,
-    Softplus,
-    StatefulLayer,
-    Tanh,
-    is_stateful,
-    parallel,
-    remat,
-    repeat,
-    residual,
-    serial,
-    stateful,
-)
-from jnn.summary import summary
-from jnn.train import (
-    Callback,
-    EarlyStopping,
-    FitResult,
-    NonFiniteError,
-    TrainState,
-    evaluate,
-    fit,
-    get_optimizer,
-    make_train_step,
-    predict,
-)
+from __future__ import annotations
 
-__all__ = [
-    "Activation",
-    "AvgPool",
-    "BatchNorm",
-    "Bidirectional",
-    "Callback",
-    "Conv",
-    "ConvTranspose",
-    "Dense",
-    "Dropout",
-    "EarlyStopping",
-    "Elu",
-    "Embedding",
-    "FanInConcat",
-    "FanInSum",
-    "FanOut",
-    "FitResult",
-    "Flatten",
-    "GRU",
-    "GRUCell",
-    "Gelu",
-    "GlobalAvgPool",
-    "GlobalMaxPool",
-    "Identity",
-    "LSTM",
-    "LSTMCell",
-    "Layer",
-    "LayerNorm",
-    "LeakyRelu",
-    "LogSoftmax",
-    "MaxPool",
-    "MultiHeadAttention",
-    "PositionalEmbedding",
-    "RMSNorm",
-    "Relu",
-    "Reshape",
-    "Selu",
-    "Sigmoid",
-    "Silu",
-    "SimpleRNN",
-    "Softmax",
-    "Softplus",
-    "StatefulLayer",
-    "NonFiniteError",
-    "Tanh",
-    "TrainState",
-    "__version__",
-    "checkpoint",
-    "distributed",
-    "evaluate",
-    "experiments",
-    "fit",
-    "get_optimizer",
-    "is_stateful",
-    "layers",
-    "losses",
-    "make_train_step",
-    "metrics",
-    "parallel",
-    "predict",
-    "remat",
-    "repeat",
-    "residual",
-    "serial",
-    "stateful",
-    "summary",
-]
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+from jnn._version import __version__
+
+# Each public name -> the module it comes from (a name equal to its module's is the module).
+# To add a public name: add its line here, and its import in the TYPE_CHECKING block below
+# (for type checkers); tests/test_public_api.py fails if the two lists disagree.
+_LAZY: dict[str, str] = {
+    "Activation": "jnn.layers",
+    "AvgPool": "jnn.layers",
+    "BatchNorm": "jnn.layers",
+    "Bidirectional": "jnn.layers",
+    "Callback": "jnn.train",
+    "Conv": "jnn.layers",
+    "ConvTranspose": "jnn.layers",
+    "Dense": "jnn.layers",
+    "Dropout": "jnn.layers",
+    "EarlyStopping": "jnn.train",
+    "Elu": "jnn.layers",
+    "Embedding": "jnn.layers",
+    "FanInConcat": "jnn.layers",
+    "FanInSum": "jnn.layers",
+    "FanOut": "jnn.layers",
+    "FitResult": "jnn.train",
+    "Flatten": "jnn.layers",
+    "GRU": "jnn.layers",
+    "GRUCell": "jnn.layers",
+    "Gelu": "jnn.layers",
+    "GlobalAvgPool": "jnn.layers",
+    "GlobalMaxPool": "jnn.layers",
+    "Identity": "jnn.layers",
+    "LSTM": "jnn.layers",
+    "LSTMCell": "jnn.layers",
+    "Layer": "jnn.layers",
+    "LayerNorm": "jnn.layers",
+    "LeakyRelu": "jnn.layers",
+    "LogSoftmax": "jnn.layers",
+    "MaxPool": "jnn.layers",
+    "MultiHeadAttention": "jnn.layers",
+    "NonFiniteError": "jnn.train",
+    "PositionalEmbedding": "jnn.layers",
+    "RMSNorm": "jnn.layers",
+    "Relu": "jnn.layers",
+    "Reshape": "jnn.layers",
+    "Selu": "jnn.layers",
+    "Sigmoid": "jnn.layers",
+    "Silu": "jnn.layers",
+    "SimpleRNN": "jnn.layers",
+    "Softmax": "jnn.layers",
+    "Softplus": "jnn.layers",
+    "StatefulLayer": "jnn.layers",
+    "Tanh": "jnn.layers",
+    "TrainState": "jnn.train",
+    "checkpoint": "jnn.checkpoint",
+    "distributed": "jnn.distributed",
+    "evaluate": "jnn.train",
+    "experiments": "jnn.experiments",
+    "fit": "jnn.train",
+    "get_optimizer": "jnn.train",
+    "is_stateful": "jnn.layers",
+    "layers": "jnn.layers",
+    "losses": "jnn.losses",
+    "make_train_step": "jnn.train",
+    "metrics": "jnn.metrics",
+    "parallel": "jnn.layers",
+    "predict": "jnn.train",
+    "remat": "jnn.layers",
+    "repeat": "jnn.layers",
+    "residual": "jnn.layers",
+    "serial": "jnn.layers",
+    "stateful": "jnn.layers",
+    "summary": "jnn.summary",
+}
+
+if TYPE_CHECKING:
+    from jnn import checkpoint, distributed, experiments, layers, losses, metrics
+    from jnn.layers import (
+        GRU,
+        LSTM,
+        Activation,
+        AvgPool,
+        BatchNorm,
+        Bidirectional,
+        Conv,
+        ConvTranspose,
+        Dense,
+        Dropout,
+        Elu,
+        Embedding,
+        FanInConcat,
+        FanInSum,
+        FanOut,
+        Flatten,
+        Gelu,
+        GlobalAvgPool,
+        GlobalMaxPool,
+        GRUCell,
+        Identity,
+        Layer,
+        LayerNorm,
+        LeakyRelu,
+        LogSoftmax,
+        LSTMCell,
+        MaxPool,
+        MultiHeadAttention,
+        PositionalEmbedding,
+        Relu,
+        Reshape,
+        RMSNorm,
+        Selu,
+        Sigmoid,
+        Silu,
+        SimpleRNN,
+        Softmax,
+        Softplus,
+        StatefulLayer,
+        Tanh,
+        is_stateful,
+        parallel,
+        remat,
+        repeat,
+        residual,
+        serial,
+        stateful,
+    )
+    from jnn.summary import summary
+    from jnn.train import (
+        Callback,
+        EarlyStopping,
+        FitResult,
+        NonFiniteError,
+        TrainState,
+        evaluate,
+        fit,
+        get_optimizer,
+        make_train_step,
+        predict,
+    )
+
+__all__ = [*sorted(_LAZY), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its home module on first use (then it is a plain global)."""
+    home = _LAZY.get(name)
+    if home is None:
+        raise AttributeError(f"module 'jnn' has no attribute {name!r}")
+    module = importlib.import_module(home)
+    value = module if home == f"jnn.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """The ``jnn`` module: ``jnn.summary`` stays the function after ``import jnn.summary``.
+
+    Importing a submodule binds it as an attribute of its package; for
+    ``summary`` (a module and, at the top level, the function) that would
+    replace the function by the module, so this attribute (found before
+    ``__getattr__``) returns the function and ignores the binding.
+    """
+
+    @property
+    def summary(self) -> Any:
+        return importlib.import_module("jnn.summary").summary
+
+    @summary.setter
+    def summary(self, value: Any) -> None:
+        del value  # the import system binding the submodule: keep the function
+
+
+sys.modules[__name__].__class__ = _Package

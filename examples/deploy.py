@@ -1,14 +1,25 @@
-"""Deploy the seed network: train, export, serve over HTTP, query, shut down.
+"""Deploy the seed network both ways: train, export (.jnn and .onnx), serve, query, stop.
 
-Trains the 10-10-10-1 network on scikit-learn's breast-cancer data, exports
-it with ``jnn.export.save`` (one file, no Python code needed to run it) with
-the feature scaling folded in, so clients send raw measurements,
-starts ``jnn serve`` on a free loopback port in a subprocess, queries it with
-httpx and stops it.
+Trains the 10-10-10-1 network on scikit-learn's breast-cancer data with the
+feature scaling folded in (clients send raw measurements), then for each
+format:
 
-Run:  python examples/deploy.py        (needs: pip install 'jnn[examples]')
+- ``.jnn`` (``jnn.export.save``): the forward pass as a StableHLO program,
+  run by XLA; the serving side needs jax. A ``.jnn`` file is a program: load
+  only files you trust.
+- ``.onnx`` (``jnn.export.save_onnx``): an ONNX graph, run by ONNX Runtime;
+  the serving side needs no jax (``pip install 'jnn[serve-onnx]'``) and the
+  file also runs in TensorRT, OpenVINO, ONNX Runtime Web/Mobile.
+
+starts ``jnn serve FILE`` on a free loopback port in a subprocess, queries it
+with httpx, compares with ``jnn.predict``, prints the server's memory, and
+stops it.
+
+Run:  python examples/deploy.py [--epochs 30] [--format jnn|onnx|both]
+(needs: pip install 'jnn[examples]')
 """
 
+import argparse
 import os
 import subprocess
 import sys
@@ -76,6 +87,15 @@ def train(epochs: int = 30) -> tuple:
     return deployed, deployed_params, raw_test, y_test, list(data.target_names)
 
 
+def rss_mib(pid: int) -> float | None:
+    """A process's resident memory (Linux /proc), or None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+    except OSError:
+        return None
+
+
 def start_server(path: str) -> tuple[subprocess.Popen, str]:
     """``jnn serve`` on a free loopback port; returns the process and its URL."""
     proc = subprocess.Popen(
@@ -94,44 +114,75 @@ def start_server(path: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("jnn serve did not start")
 
 
-def main(epochs: int = 30) -> dict:
-    """Train, export, serve, query; returns what the queries measured."""
-    model, params, x_test, y_test, labels = train(epochs)
-    path = os.path.join(tempfile.mkdtemp(), "breast_cancer.jnn")
-    jnn.export.save(
-        path,
-        model,
-        params,
-        (-1, x_test.shape[1]),
-        labels=labels,
-        description="Breast-cancer classifier on the 30 raw features; outputs P(benign).",
-    )
-    print(f"exported to {path} ({os.path.getsize(path)} bytes)")
-    print(jnn.export.load(path).summary())
-
+def query(path: str, model, params, x_test, y_test) -> dict:
+    """Serve ``path`` with ``jnn serve``, query it, compare with jnn.predict, stop it."""
     proc, url = start_server(path)
     try:
+        memory = rss_mib(proc.pid)
         with httpx.Client(base_url=url, timeout=30) as client:
-            print("GET /health ->", client.get("/health").json())
+            print("  GET /health ->", client.get("/health").json())
             meta = client.get("/metadata").json()
-            print("GET /metadata -> input", meta["input"], "labels", meta["labels"])
+            print("  GET /metadata -> input", meta["input"], "labels", meta["labels"])
             one = client.post("/predict", json={"inputs": x_test[0].tolist()}).json()
-            print(f"POST /predict (one example) -> {one['predictions']}")
+            print(f"  POST /predict (one example) -> {one['predictions']}")
             batch = client.post("/predict", json={"inputs": x_test.tolist()}).json()
             probs = np.asarray(batch["predictions"])
             local = jnn.predict(model, params, x_test)
             max_diff = float(np.abs(probs - local).max())
-            print(f"POST /predict ({len(x_test)} examples): max |server - local| = {max_diff:.2e}")
+            print(
+                f"  POST /predict ({len(x_test)} examples): max |server - local| = {max_diff:.2e}"
+            )
             accuracy = float(np.mean((probs > 0.5) == (y_test > 0.5)))
-            print(f"test accuracy through the server: {accuracy:.3f}")
+            print(f"  test accuracy through the server: {accuracy:.3f}")
             bad = client.post("/predict", json={"inputs": [[1.0, 2.0]]})
-            print(f"POST /predict with a wrong shape -> {bad.status_code}: {bad.json()['detail']}")
+            print(
+                f"  POST /predict with a wrong shape -> {bad.status_code}: {bad.json()['detail']}"
+            )
+        if memory is not None:
+            print(f"  server memory after start-up: {memory:.0f} MiB")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        print("server stopped")
+        print("  server stopped")
     return {"accuracy": accuracy, "max_diff": max_diff, "bad_status": bad.status_code}
 
 
+def main(epochs: int = 30, formats: tuple[str, ...] = ("jnn", "onnx")) -> dict:
+    """Train, export, serve, query each format; returns what the queries measured.
+
+    The result has, per format, the accuracy, the largest difference from
+    ``jnn.predict`` and the status of a bad request; and the worst of each
+    across formats (``accuracy``, ``max_diff``, ``bad_status``).
+    """
+    model, params, x_test, y_test, labels = train(epochs)
+    directory = tempfile.mkdtemp()
+    description = "Breast-cancer classifier on the 30 raw features; outputs P(benign)."
+    results = {}
+    for fmt in formats:
+        path = os.path.join(directory, f"breast_cancer.{fmt}")
+        save = jnn.export.save if fmt == "jnn" else jnn.export.save_onnx
+        save(path, model, params, (-1, x_test.shape[1]), labels=labels, description=description)
+        print(f"\n.{fmt}: exported to {path} ({os.path.getsize(path)} bytes)")
+        print(jnn.export.load(path).summary())
+        results[fmt] = query(path, model, params, x_test, y_test)
+    return {
+        "accuracy": min(r["accuracy"] for r in results.values()),
+        "max_diff": max(r["max_diff"] for r in results.values()),
+        "bad_status": max(r["bad_status"] for r in results.values()),
+        "by_format": results,
+    }
+
+
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    parser.add_argument(
+        "--format",
+        choices=["jnn", "onnx", "both"],
+        default="both",
+        help="which export to serve: .jnn (XLA), .onnx (ONNX Runtime, no jax) or both",
+    )
+    args = parser.parse_args()
+    if args.epochs < 1:
+        parser.error("--epochs must be a positive int")
+    main(args.epochs, ("jnn", "onnx") if args.format == "both" else (args.format,))

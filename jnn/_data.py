@@ -19,6 +19,10 @@ message everywhere:
 Layer authors: call :func:`jnn.layers._base.init_param` to create a
 parameter (it runs :func:`check_size` first) and these checks for
 constructor arguments.
+
+Importing this module imports no jax (numpy and the standard library only), so
+the jax-free serving path (:mod:`jnn._predictor`, ONNX files) checks inputs with
+the same functions; jax is imported by the functions that need it.
 """
 
 from __future__ import annotations
@@ -27,14 +31,45 @@ import difflib
 import functools
 import math
 import os
+import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jnn._typing import Array
+if TYPE_CHECKING:
+    from jnn._typing import Array
+
+
+def _kind(dtype: Any) -> str:
+    """``"b"``, ``"i"`` (signed or unsigned), ``"f"`` (also bfloat16 and other ml_dtypes
+    floats), ``"c"``, or ``""`` for anything else (strings, objects, PRNG keys)."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:  # jax's extended dtypes (PRNG keys)
+        return ""
+    if dt.kind in "biufc":
+        return {"u": "i"}.get(dt.kind, dt.kind)
+    return "f" if _ml_finfo(dt) is not None else ""
+
+
+def _ml_finfo(dt: np.dtype) -> Any:
+    """``ml_dtypes.finfo`` of a float type numpy does not know (bfloat16, float8), else None."""
+    if dt.kind != "V":
+        return None
+    try:
+        import ml_dtypes
+
+        return ml_dtypes.finfo(dt)
+    except (ImportError, TypeError, ValueError):
+        return None
+
+
+def _finfo_max(dtype: Any) -> float:
+    dt = np.dtype(dtype)
+    info = _ml_finfo(dt)
+    return float((info if info is not None else np.finfo(dt)).max)
+
 
 _STRING_HINT = " (strings: encode them as numbers first)"
 
@@ -175,7 +210,8 @@ def as_array(
     if value is None:
         raise TypeError(f"{where}: {what} is None; expected a numeric array.")
     arr: Any
-    if isinstance(value, jax.Array) and not host:
+    jax = sys.modules.get("jax")  # no jax imported: no jax arrays to keep
+    if jax is not None and isinstance(value, jax.Array) and not host:
         arr = value
     else:
         try:
@@ -186,8 +222,8 @@ def as_array(
                 f"{err}); expected a numeric array."
             ) from None
     dtype = arr.dtype
-    kinds = (jnp.bool_, jnp.integer, jnp.floating) + ((jnp.complexfloating,) if complex_ok else ())
-    if not any(jnp.issubdtype(dtype, kind) for kind in kinds):
+    kind = _kind(dtype)
+    if not kind or kind not in "bif" + ("c" if complex_ok else ""):
         hint = _STRING_HINT if getattr(dtype, "kind", "") in ("U", "S", "O") else ""
         raise TypeError(
             f"{where}: {what} must be numeric (bool, int or float), got dtype {dtype}{hint}."
@@ -211,7 +247,7 @@ def check_finite(where: str, what: str, arr: np.ndarray, *, cast_to: Any = None)
     Raises:
       ValueError: naming the count, the first example and its column.
     """
-    floating = jnp.issubdtype(arr.dtype, jnp.floating)
+    floating = _kind(arr.dtype) == "f"
     # A sum is NaN/Inf when any element is (and only then, short of an overflow).
     if floating and not np.isfinite(np.sum(arr, dtype=np.float64)):
         bad = ~np.isfinite(arr)
@@ -220,12 +256,10 @@ def check_finite(where: str, what: str, arr: np.ndarray, *, cast_to: Any = None)
                 f"{where}: {what} holds {int(bad.sum())} NaN/Inf value(s), {_first(bad)}. "
                 "Clean or impute them first."
             )
-    if cast_to is None or not jnp.issubdtype(cast_to, jnp.floating) or arr.size == 0:
+    if cast_to is None or _kind(cast_to) != "f" or arr.size == 0 or _kind(arr.dtype) not in "if":
         return
-    if arr.dtype == np.bool_ or not jnp.issubdtype(arr.dtype, jnp.number):
-        return
-    top = float(jnp.finfo(cast_to).max)
-    if floating and float(jnp.finfo(arr.dtype).max) <= top:
+    top = _finfo_max(cast_to)
+    if floating and _finfo_max(arr.dtype) <= top:
         return  # the cast cannot overflow
     if max(float(arr.max()), -float(arr.min())) > top:
         big = np.abs(arr.astype(np.float64)) > top
@@ -261,12 +295,14 @@ def as_host_array(where: str, what: str, value: Any, *, allow_int: bool = True) 
     are refused, not turned into Inf).
     """
     arr = as_array(where, what, value, host=True)
-    if not allow_int and not jnp.issubdtype(arr.dtype, jnp.floating):
+    if not allow_int and _kind(arr.dtype) != "f":
         raise TypeError(f"{where}: {what} must be floating point, got {arr.dtype}.")
     if arr.ndim == 0:
         raise ValueError(f"{where}: {what} must have a leading example axis, got a scalar.")
     if arr.shape[0] == 0:
         raise ValueError(f"{where}: {what} is empty (shape {arr.shape}); nothing to do.")
+    import jax
+
     if arr.dtype == np.float64 and not jax.config.read("jax_enable_x64"):
         check_finite(where, what, arr, cast_to=np.float32)
         return arr.astype(np.float32)
@@ -281,6 +317,8 @@ def device_memory() -> tuple[int, str] | None:
     Accelerators report their limit (``memory_stats()["bytes_limit"]``); a CPU
     device's memory is the machine's physical memory.
     """
+    import jax
+
     device = jax.local_devices()[0]
     try:
         stats = device.memory_stats()
@@ -376,6 +414,9 @@ def check_xy(where: str, data: Any, *, weights: Any = None) -> tuple[np.ndarray,
 
 def check_key(where: str, key: Any) -> Array:
     """Accept a typed key (``jax.random.key``) or a raw ``uint32[2]`` key."""
+    import jax
+    import jax.numpy as jnp
+
     if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape != ():
             raise ValueError(

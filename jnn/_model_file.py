@@ -21,6 +21,7 @@ import numpy as np
 
 from jnn import _container
 from jnn._data import is_int
+from jnn._predictor import ExportError
 
 ALLOWED_CUSTOM_CALLS = frozenset({"shape_assertion"})
 """The XLA custom-call targets jnn's layers produce, exported for cpu, cuda and tpu.
@@ -28,16 +29,6 @@ ALLOWED_CUSTOM_CALLS = frozenset({"shape_assertion"})
 Found by exporting every layer kind (``tests/test_export.py`` keeps it
 exact); :func:`jnn.export.load` refuses a program that calls any other target.
 """
-
-
-class ExportError(ValueError):
-    """Raised for a model file that is not a jnn model, or is damaged, malformed or untrusted.
-
-    The message names the file and what is wrong with it.
-    """
-
-
-ExportError.__module__ = "jnn.export"  # its public home (defined here for the checks below)
 
 
 def decode_body(

@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import datetime
 import functools
-import hashlib
 import json
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +46,7 @@ import numpy as np
 from flax import serialization
 
 from jnn import _container
-from jnn._data import as_array, check_finite, check_positive_int, is_int
+from jnn._data import is_int
 from jnn._model_file import (
     ALLOWED_CUSTOM_CALLS,
     ExportError,
@@ -56,6 +54,8 @@ from jnn._model_file import (
     decode_body,
     with_flatbuffers,
 )
+from jnn._onnx_runtime import ONNX_SUFFIX, OnnxPredictor, load_onnx
+from jnn._predictor import check_input, check_sha256, file_sha256, predict_in_batches
 from jnn._typing import Params, State
 from jnn._version import __version__
 from jnn.layers._base import AnyLayer, _check_layer, stateful
@@ -179,34 +179,10 @@ def save(
     return metadata
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 of a file, as hex (what ``sha256sum`` prints): pin it to load only that file.
-
-    Args:
-      path: a file, e.g. one written by :func:`save`.
-
-    Returns:
-      64 lowercase hex digits.
-
-    Example:
-      >>> import os, tempfile, jax, jnn, jnn.export
-      >>> model = jnn.Dense(1)
-      >>> _, params = model.init(jax.random.key(0), (-1, 2))
-      >>> path = os.path.join(tempfile.mkdtemp(), "m.jnn")
-      >>> _ = jnn.export.save(path, model, params, (-1, 2))
-      >>> digest = jnn.export.file_sha256(path)
-      >>> jnn.export.load(path, expected_sha256=digest).input_shape
-      (None, 2)
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load(path: str | os.PathLike, *, expected_sha256: str | None = None) -> Predictor:
-    """Load a file written by :func:`save` as a :class:`Predictor`.
+def load(
+    path: str | os.PathLike, *, expected_sha256: str | None = None
+) -> Predictor | OnnxPredictor:
+    """Load a model file: a :class:`Predictor`, or an :class:`OnnxPredictor` for ``.onnx``.
 
     Nothing in the file is executed as Python: the program is StableHLO, the
     weights are raw array bytes and the metadata is JSON. But the program
@@ -215,13 +191,15 @@ def load(path: str | os.PathLike, *, expected_sha256: str | None = None) -> Pred
     than :data:`ALLOWED_CUSTOM_CALLS` are refused.
 
     Args:
-      path: a file written by :func:`save`.
+      path: a file written by :func:`save`; a name ending in ``.onnx`` is read
+        as ONNX (:func:`save_onnx`) and runs on ONNX Runtime.
       expected_sha256: the sha256 (hex) the whole file must have, e.g. from
         :func:`file_sha256` at export time; the file is refused if it differs
         (altered weights or program, even with a recomputed inner checksum).
 
     Returns:
-      A :class:`Predictor` on the default JAX device.
+      A :class:`Predictor` on the default JAX device, or an
+      :class:`OnnxPredictor` for an ``.onnx`` file.
 
     Raises:
       OSError: if the file cannot be read (e.g. ``FileNotFoundError``).
@@ -251,22 +229,12 @@ def load(path: str | os.PathLike, *, expected_sha256: str | None = None) -> Pred
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"export.load: path must be a path, got {type(path).__name__}.")
+    if os.fspath(path).lower().endswith(ONNX_SUFFIX):
+        return load_onnx(path, expected_sha256=expected_sha256)
     where = f"export.load({os.fspath(path)!r})"
-    if expected_sha256 is not None:
-        expected = str(expected_sha256).strip().lower()
-        if not re.fullmatch(r"[0-9a-f]{64}", expected):
-            raise ValueError(
-                f"{where}: expected_sha256 must be 64 hex digits (as sha256sum prints), "
-                f"got {expected_sha256!r}."
-            )
     data = _container.read_bytes(_FRAME, Path(path), where)
-    if expected_sha256 is not None:
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != expected:
-            raise ExportError(
-                f"{where}: the file's sha256 is {actual}, not the expected {expected}: it is "
-                "not the file you trusted (altered, replaced or re-exported). Refusing to load it."
-            )
+    if expected_sha256 is not None:  # before anything in the file is parsed
+        check_sha256(path, expected_sha256, data)
     _, body = _container.unpack(_FRAME, data, where)
     metadata, exported, weights = decode_body(_FRAME, body, where)
     return Predictor(metadata, exported, weights, where=where)
@@ -332,12 +300,7 @@ class Predictor:
             model's input dtype without changing kind (e.g. float to int).
           ValueError: if its shape does not match or it holds NaN/Inf.
         """
-        x = self.check_input(x)
-        batch_size = check_positive_int("Predictor", "batch_size", batch_size)
-        if x.shape[0] <= batch_size:
-            return self.run(x)
-        parts = [self.run(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
-        return np.concatenate(parts)
+        return predict_in_batches(self.run, self.check_input(x), batch_size)
 
     def check_input(self, x: Any, *, allow_single: bool = False) -> np.ndarray:
         """``x`` validated and cast to the input dtype, with a batch axis.
@@ -353,37 +316,12 @@ class Predictor:
           A numpy array of the model's input dtype with a batch axis.
 
         Raises:
-          TypeError: if ``x`` is not a numeric array or cannot be cast to the
-            input dtype without changing kind (e.g. float to int).
-          ValueError: if its shape does not match, or it holds NaN/Inf or
-            values the cast would make Inf (the first example and column
-            are named).
+          TypeError: if ``x`` is not numeric or cannot be cast to the input
+            dtype without changing kind (e.g. float to int).
+          ValueError: if ``x`` is not an array, its shape does not match, or it
+            holds NaN/Inf.
         """
-        expected = "(n, " + ", ".join(str(d) for d in self.input_shape[1:]) + ")"
-        try:
-            arr = as_array("Predictor", "input", x, host=True)
-        except TypeError as err:
-            raise TypeError(
-                f"{err} The model takes {self.input_dtype}, shape {expected}."
-            ) from None
-        if arr.dtype == np.bool_ or not np.can_cast(
-            arr.dtype, self.input_dtype, casting="same_kind"
-        ):
-            raise TypeError(
-                f"input has dtype {arr.dtype} but the model takes {self.input_dtype} "
-                f"(shape {expected}); send numbers of that kind."
-            )
-        features = self.input_shape[1:]
-        if allow_single and arr.shape == features:
-            arr = arr.reshape(1, *features)
-        if arr.ndim != len(self.input_shape) or arr.shape[1:] != features or arr.shape[0] < 1:
-            raise ValueError(
-                f"input has shape {arr.shape} but the model expects {expected}"
-                + (f" or one example of shape {features}" if allow_single else "")
-                + " (n examples, n >= 1)."
-            )
-        check_finite("Predictor", "input", arr, cast_to=self.input_dtype)
-        return arr.astype(self.input_dtype, copy=False)
+        return check_input(x, self.input_shape, self.input_dtype, allow_single=allow_single)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Predict on an already checked ``x``, padding rows to a power of two.
@@ -510,14 +448,96 @@ def _labels(where: str, labels: Any, out_shape: tuple[int, ...]) -> list[str] | 
     return labels
 
 
+def save_onnx(
+    path: str | os.PathLike,
+    model: AnyLayer,
+    params: Params,
+    input_spec: Any,
+    *,
+    model_state: State | None = None,
+    opset: int | None = None,
+    dtype: Any = jnp.float32,
+    labels: Sequence[str] | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    """Export ``model``'s forward pass (evaluation mode) and weights as one ONNX file.
+
+    ONNX is a graph format that ONNX Runtime (servers, mobile, browsers),
+    TensorRT and OpenVINO read; ``jnn serve model.onnx`` and ``jnn predict``
+    run it without jax (``pip install 'jnn[serve-onnx]'``). The graph has one
+    input ``"inputs"`` with a symbolic batch axis and one output
+    ``"predictions"``; jnn's metadata (input and output specs, labels,
+    summary, versions) is the JSON metadata property ``"jnn.metadata"``.
+    Before writing, the graph is run on ONNX Runtime and compared with the
+    model: a conversion that differs is an error, never a wrong file.
+
+    Args:
+      path: file to write (conventionally ``*.onnx``); overwritten if present.
+      model: the model (a :class:`jnn.Layer` or :class:`jnn.StatefulLayer`).
+      params: its trained params.
+      input_spec: the input shape, e.g. ``(-1, 30)``; the first axis is the
+        batch axis (symbolic in the file). A ``jax.ShapeDtypeStruct`` or an
+        example array also works (its dtype then overrides ``dtype``).
+      model_state: the state of a stateful model (required for those);
+        BatchNorm runs on its running statistics.
+      opset: the ONNX opset to target (default 17, the oldest jnn tests;
+        newer ones up to what the installed onnx knows). An older
+        runtime needs an older opset.
+      dtype: input dtype (default float32; integer ids for ``Embedding``).
+      labels: optional names of the outputs, as in :func:`jnn.export.save`.
+      description: free text stored in the metadata and the graph's doc string.
+
+    Returns:
+      The metadata written (also ``jnn.export.load(path).metadata``).
+
+    Raises:
+      ImportError: if jax2onnx, onnx or onnxruntime is missing
+        (``pip install 'jnn[onnx]'``).
+      TypeError, ValueError: for a bad model, input spec (one that does not fit
+        the params), labels or opset; a model whose output is not one array
+        with a leading batch axis; a layer with no ONNX form (the error names
+        it and the operation); or a converted graph whose outputs differ.
+
+    Example:
+      >>> import os, tempfile, jax, numpy as np, jnn, jnn.export
+      >>> model = jnn.serial(jnn.Dense(4, activation="relu"), jnn.Dense(1))
+      >>> _, params = model.init(jax.random.key(0), (-1, 3))
+      >>> path = os.path.join(tempfile.mkdtemp(), "model.onnx")
+      >>> meta = jnn.export.save_onnx(path, model, params, (-1, 3))
+      >>> meta["input"], meta["opset"]
+      ({'shape': [None, 3], 'dtype': 'float32'}, 17)
+      >>> predictor = jnn.export.load(path)                # ONNX Runtime, no XLA
+      >>> x = np.ones((5, 3), np.float32)
+      >>> bool(np.allclose(predictor(x), jnn.predict(model, params, x), rtol=1e-5))
+      True
+    """
+    from jnn._onnx import export_onnx  # jax2onnx is imported only when exporting to ONNX
+
+    where = "export.save_onnx"
+    features, dtype = _input_spec(where, input_spec, dtype)
+    return export_onnx(
+        path,
+        model,
+        params,
+        features,
+        dtype,
+        model_state=model_state,
+        opset=opset,
+        labels_for=functools.partial(_labels, where, labels),
+        description=description,
+    )
+
+
 __all__ = [
     "ALLOWED_CUSTOM_CALLS",
     "FORMAT_VERSION",
     "MAGIC",
     "ExportError",
+    "OnnxPredictor",
     "Predictor",
     "custom_call_targets",
     "file_sha256",
     "load",
     "save",
+    "save_onnx",
 ]

@@ -184,29 +184,9 @@ def format_table(summary_dict: dict[str, Any]) -> str:
       dense  (-1, 2)            8  b (2,), w (3, 2)
       Total params: 8
     """
-    header = ("Layer", "Output shape", "Params", "Param shapes")
-    lines = [header]
-    for r in summary_dict["rows"]:
-        shapes = ", ".join(f"{k} {tuple(v)}" for k, v in r["param_shapes"].items())
-        lines.append(
-            (
-                "  " * r["depth"] + r["name"],
-                str(_as_tuple(r["output_shape"])),
-                str(r["params"]),
-                shapes,
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(3)]
-    out = []
-    for line in lines:
-        out.append(
-            f"{line[0]:<{widths[0]}}  {line[1]:<{widths[1]}}  {line[2]:>{widths[2]}}  {line[3]}"
-        )
-    out = [o.rstrip() for o in out]
-    out.append(f"Total params: {summary_dict['total_params']}")
-    if summary_dict.get("total_state"):
-        out.append(f"Non-trainable state: {summary_dict['total_state']}")
-    return "\n".join(out)
+    from jnn._predictor import format_summary  # shared with jax-free ONNX serving
+
+    return format_summary(summary_dict)
 
 
 #: Wrappers whose children all take the wrapper's own input (serial's children are chained).

@@ -108,3 +108,89 @@ def test_python_dash_m_jnn(setup):
     )
     assert proc.returncode == 0, proc.stderr
     assert "Total params: 32" in proc.stdout
+
+
+# ----- ONNX files, integrity, and bad input that used to escape as tracebacks
+
+
+@pytest.fixture(scope="module")
+def onnx_setup(setup, tmp_path_factory):
+    _, x, want, _ = setup
+    model = jnn.serial(jnn.Dense(5, activation="tanh"), jnn.Dense(2))
+    _, params = model.init(jax.random.key(0), (-1, FEATURES))
+    onnx_path = str(tmp_path_factory.mktemp("cli_onnx") / "m.onnx")
+    jnn.export.save_onnx(onnx_path, model, params, (-1, FEATURES), labels=["a", "b"])
+    return onnx_path, x, want
+
+
+def test_info_and_predict_on_an_onnx_file(onnx_setup, tmp_path, capsys):
+    path, x, want = onnx_setup
+    assert main(["info", path]) == 0
+    out = capsys.readouterr().out
+    assert "input:       (n, 3) float32" in out and "runtime:     ONNX Runtime (opset 17" in out
+    assert "labels:      a, b" in out and "Total params: 32" in out
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", path, "--input", str(tmp_path / "x.npy"), "--quiet"]) == 0
+    got = json.loads(capsys.readouterr().out)["predictions"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["jnn", "onnx"])
+def test_sha256_is_checked(setup, onnx_setup, which, capsys):
+    import hashlib
+
+    path = setup[0] if which == "jnn" else onnx_setup[0]
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    assert main(["info", path, "--sha256", digest]) == 0
+    capsys.readouterr()
+    assert main(["info", path, "--sha256", "f" * 64]) == 1
+    err = capsys.readouterr().err
+    assert "sha256 mismatch" in err and digest in err and "Traceback" not in err
+    assert main(["serve", path, "--sha256", "f" * 64, "--port", "0"]) == 1  # before binding
+    assert "sha256 mismatch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http", "65536"])
+def test_serve_refuses_a_bad_port_with_a_usage_error(setup, port, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", setup[0], "--port", port])
+    assert exit_info.value.code == 2
+    assert "a port is 0 to 65535" in capsys.readouterr().err
+
+
+def test_bad_numeric_flags_are_usage_errors(setup, capsys):
+    for flags in (["--max-batch-size", "0"], ["--compute-timeout-s", "nan"],
+                  ["--max-wait-ms", "-1"], ["--header-timeout-s", "inf"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main(["serve", setup[0], *flags])
+        assert "expected" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["predict", setup[0], "--input", "x.npy", "--batch-size", "0"])
+
+
+def test_deeply_nested_json_input_is_a_clear_error(setup, tmp_path, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["predict", setup[0], "--input", str(deep)]) == 1
+    err = capsys.readouterr().err
+    assert "nested too deeply" in err and "Traceback" not in err
+
+
+def test_a_damaged_model_file_never_escapes_as_a_traceback(setup, onnx_setup, monkeypatch, capsys):
+    """Whatever a decoder raises on a damaged body (KeyError, ...) is one line and status 1."""
+    import jnn.export as export
+
+    def broken(path):
+        raise KeyError("exported")
+
+    monkeypatch.setattr(export, "load", broken)
+    for command in (["info", setup[0]], ["predict", setup[0], "--input", "x.npy"]):
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert "not a usable model file (KeyError" in err and err.count("\n") == 1
+    truncated = onnx_setup[0] + ".truncated.onnx"
+    with open(onnx_setup[0], "rb") as f, open(truncated, "wb") as g:
+        g.write(f.read()[:100])
+    assert main(["info", truncated]) == 1
+    assert "not a usable ONNX model" in capsys.readouterr().err

@@ -28,6 +28,21 @@ def test_regression_beats_the_mean_and_matches_least_squares(tmp_path):
 
 def test_deploy_serves_the_trained_model_over_http():
     result = load("deploy").main(epochs=10)
+    assert set(result["by_format"]) == {"jnn", "onnx"}  # both paths, each through a server
     assert result["accuracy"] >= 0.9
     assert result["max_diff"] < 1e-5
     assert result["bad_status"] == 422
+
+
+def test_deploy_help_prints_usage_and_runs_nothing():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "deploy.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and "--format {jnn,onnx,both}" in proc.stdout
+    assert "exported" not in proc.stdout

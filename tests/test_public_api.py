@@ -54,7 +54,7 @@ PUBLIC: dict[str, list[str]] = {
         "kfold_weights", "run_keys", "sweep",
     ],
     "jnn.export": [
-        "FORMAT_VERSION", "MAGIC", "Predictor", "load", "save",
+        "FORMAT_VERSION", "MAGIC", "OnnxPredictor", "Predictor", "load", "save", "save_onnx",
         "ALLOWED_CUSTOM_CALLS", "ExportError", "custom_call_targets", "file_sha256",
     ],
     "jnn.layers": [
@@ -74,7 +74,7 @@ PUBLIC: dict[str, list[str]] = {
         "mse",
     ],
     "jnn.metrics": ["accuracy", "binary_accuracy", "categorical_accuracy", "get"],
-    "jnn.serve": ["DEFAULT_MAX_BODY_BYTES", "create_app", "serve"],
+    "jnn.serve": ["DEFAULT_MAX_BODY_BYTES", "create_app", "load_model", "serve"],
     "jnn.summary": ["Summary", "SummaryRow", "format_table", "summary"],
     "jnn.train": [
         "Callback", "EarlyStopping", "FitResult", "NonFiniteError", "TrainState", "evaluate",
@@ -243,3 +243,47 @@ def _section(doc: str, title: str) -> str:
     """The text of a Google-style section, up to the next section header."""
     match = re.search(rf"^{title}:\n(.*?)(?=^\S[^\n]*:\n|\Z)", doc, re.M | re.S)
     return match.group(1) if match else ""
+
+
+def test_lazy_names_match_the_type_checking_imports():
+    """jnn/__init__.py lists each public name twice (the lazy table, the typed imports): same."""
+    import ast
+
+    tree = ast.parse((ROOT / "jnn" / "__init__.py").read_text())
+    block = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+    )
+    typed = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom)
+        for alias in node.names:
+            home = f"jnn.{alias.name}" if node.module == "jnn" else node.module
+            typed[alias.asname or alias.name] = home
+    assert typed == jnn._LAZY
+
+
+def test_import_jnn_is_lazy_and_names_resolve():
+    """``import jnn`` imports no jax; names load on use; jnn.summary is the callable module."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, jnn\n"
+        "assert 'jax' not in sys.modules, 'import jnn imported jax'\n"
+        "import jnn.summary\n"
+        "assert callable(jnn.summary) and jnn.summary is sys.modules['jnn.summary']\n"
+        "assert jnn.summary.Summary.__name__ == 'Summary'\n"
+        "from jnn import Dense, losses\n"
+        "assert jnn.Dense is Dense and losses is sys.modules['jnn.losses']\n"
+        "assert set(jnn.__all__) <= set(dir(jnn))\n"
+        "try:\n"
+        "    jnn.Dnese\n"
+        "except AttributeError as err:\n"
+        "    assert 'Dnese' in str(err)\n"
+        "else:\n"
+        "    raise AssertionError('no AttributeError')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -348,10 +348,11 @@ def test_expected_sha256_refuses_altered_weights(exported, tmp_path):
     forged = _write_framed(tmp_path / "forged.jnn", _forged(path, weights=altered))
     jnn.export.load(forged)  # the checksum only guards against accidents: this loads...
     with pytest.raises(
-        jnn.export.ExportError, match=f"sha256 is [0-9a-f]{{64}}, not the expected {digest}"
+        jnn.export.ExportError,
+        match=f"sha256 mismatch: the file's is [0-9a-f]{{64}}, expected {digest}",
     ):
         jnn.export.load(forged, expected_sha256=digest)  # ...but not as the file you trusted
-    with pytest.raises(ValueError, match="64 hex digits"):
+    with pytest.raises(ValueError, match="64 hexadecimal digits"):
         jnn.export.load(path, expected_sha256="abc")
 
 

@@ -585,10 +585,15 @@ def test_cli_predict_inputs(exported, tmp_path_factory, capsys, data, ext, batch
         table = np.atleast_2d(x)
         table = table.reshape(table.shape[0], -1) if table.size else table.reshape(0, 0)
         path.write_text("\n".join(",".join(map(str, row)) for row in table))
-    status = main(["predict", exported, "--input", str(path), "--batch-size", batch_size])
+    try:
+        status = main(["predict", exported, "--input", str(path), "--batch-size", batch_size])
+    except SystemExit as usage:  # argparse refuses a bad option value: status 2, named
+        status = usage.code
     out, err = capsys.readouterr()
     assert "Traceback" not in err
     if status == 0:
         assert len(json.loads(out)["predictions"]) >= 1
+    elif status == 2:
+        assert batch_size != "4" and "--batch-size" in err, err
     else:
         assert status == 1 and err.startswith("jnn predict: error:"), err

@@ -22,8 +22,6 @@ Example:
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from jnn._version import __version__
@@ -95,7 +93,7 @@ _LAZY: dict[str, str] = {
     "residual": "jnn.layers",
     "serial": "jnn.layers",
     "stateful": "jnn.layers",
-    "summary": "jnn.summary",
+    "summary": "jnn.summary",  # the module, callable: jnn.summary(model, shape) is summary()
 }
 
 if TYPE_CHECKING:
@@ -179,24 +177,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
-
-
-class _Package(types.ModuleType):
-    """The ``jnn`` module: ``jnn.summary`` stays the function after ``import jnn.summary``.
-
-    Importing a submodule binds it as an attribute of its package; for
-    ``summary`` (a module and, at the top level, the function) that would
-    replace the function by the module, so this attribute (found before
-    ``__getattr__``) returns the function and ignores the binding.
-    """
-
-    @property
-    def summary(self) -> Any:
-        return importlib.import_module("jnn.summary").summary
-
-    @summary.setter
-    def summary(self, value: Any) -> None:
-        del value  # the import system binding the submodule: keep the function
-
-
-sys.modules[__name__].__class__ = _Package

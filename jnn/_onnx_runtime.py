@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from jnn._predictor import check_input, check_sha256, format_summary, predict_in_batches
+from jnn._predictor import (
+    ExportError,
+    check_input,
+    check_sha256,
+    format_summary,
+    predict_in_batches,
+)
 
 ONNX_SUFFIX = ".onnx"  # files with this suffix are ONNX (jnn.export.load, jnn.serve.load_model)
 METADATA_KEY = "jnn.metadata"  # the metadata_props entry holding jnn's metadata (JSON)
@@ -53,7 +59,7 @@ def load_onnx(path: str | os.PathLike, *, expected_sha256: str | None = None) ->
     Raises:
       ImportError: if onnxruntime is not installed.
       OSError: if the file cannot be read.
-      ValueError: if it is not ONNX (or truncated, damaged, or needs a newer
+      ExportError: (a ``ValueError``) if it is not ONNX (or truncated, damaged, or needs a newer
         onnxruntime), its sha256 differs from ``expected_sha256``, or it does
         not have one input and one output with a leading batch axis.
     """
@@ -69,7 +75,7 @@ def load_onnx(path: str | os.PathLike, *, expected_sha256: str | None = None) ->
     try:
         session = ort.InferenceSession(data, options, providers=ort.get_available_providers())
     except Exception as err:  # onnxruntime's errors have no common base class
-        raise ValueError(
+        raise ExportError(
             f"{where}: not a usable ONNX model: {err}. The file may be truncated or damaged, "
             f"not ONNX, or need a newer onnxruntime than {ort.__version__} (an opset it "
             "lacks: re-export with jnn.export.save_onnx(..., opset=N) for a lower N)."
@@ -109,7 +115,7 @@ class OnnxPredictor:
     def __init__(self, session: Any, *, where: str = "OnnxPredictor"):
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(
+            raise ExportError(
                 f"{where}: the model has {len(inputs)} inputs and {len(outputs)} outputs; "
                 "jnn runs models with one input and one output."
             )
@@ -121,11 +127,11 @@ class OnnxPredictor:
                 metadata = json.loads(props[METADATA_KEY])
                 stored = (metadata["input"], metadata["output"])
             except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(
+                raise ExportError(
                     f"{where}: the model's {METADATA_KEY!r} metadata is damaged ({err})."
                 ) from None
             if stored != (graph_in, graph_out):
-                raise ValueError(
+                raise ExportError(
                     f"{where}: the model's metadata says {stored[0]} -> {stored[1]} but its "
                     f"graph takes {graph_in} -> {graph_out}; the file was altered."
                 )
@@ -205,7 +211,7 @@ def _io_spec(where: str, what: str, arg: Any) -> dict[str, Any]:
         or isinstance(shape[0], int)  # a fixed batch size: only that many rows would run
         or any(not isinstance(d, int) or d < 1 for d in shape[1:])
     ):
-        raise ValueError(
+        raise ExportError(
             f"{where}: the model's {what} {arg.name!r} is {arg.type} of shape {shape}; jnn runs "
             "numeric tensors with a symbolic leading batch axis and fixed other dimensions "
             "(export with a dynamic batch dimension)."

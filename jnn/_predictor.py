@@ -17,6 +17,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from jnn._data import as_array, check_finite, check_positive_int
+
+
+class ExportError(ValueError):
+    """Raised for a model file that is not a jnn model, or is damaged, malformed or untrusted.
+
+    The message names the file and what is wrong with it.
+    """
+
+
+ExportError.__module__ = "jnn.export"  # its public home (defined here: jax-free loading)
+
 
 class LoadedModel(Protocol):
     """The interface :mod:`jnn.serve` and :mod:`jnn.cli` use (both predictor classes have it)."""
@@ -38,26 +50,51 @@ class LoadedModel(Protocol):
     def summary(self) -> str: ...
 
 
-def check_sha256(path: str | os.PathLike, expected: str, data: bytes | None = None) -> None:
-    """Refuse a file whose sha256 is not ``expected`` (64 hex digits): tampered or wrong file."""
-    where = f"load({os.fspath(path)!r})"
-    if not isinstance(expected, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", expected):
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file, as hex (what ``sha256sum`` prints): pin it to load only that file.
+
+    Args:
+      path: a file, e.g. one written by :func:`jnn.export.save` or ``save_onnx``.
+
+    Returns:
+      64 lowercase hex digits.
+
+    Example:
+      >>> import os, tempfile, jax, jnn, jnn.export
+      >>> model = jnn.Dense(1)
+      >>> _, params = model.init(jax.random.key(0), (-1, 2))
+      >>> path = os.path.join(tempfile.mkdtemp(), "m.jnn")
+      >>> _ = jnn.export.save(path, model, params, (-1, 2))
+      >>> digest = jnn.export.file_sha256(path)
+      >>> jnn.export.load(path, expected_sha256=digest).input_shape
+      (None, 2)
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sha256(path: str | os.PathLike, expected: Any, data: bytes | None = None) -> None:
+    """Refuse a file whose sha256 is not ``expected`` (64 hex digits): tampered or wrong file.
+
+    Raises:
+      ValueError: if ``expected`` is not 64 hex digits.
+      ExportError: if the digest differs (checked before anything in the file is parsed).
+    """
+    where = f"export.load({os.fspath(path)!r})"
+    if not isinstance(expected, str) or not re.fullmatch(r"\s*[0-9a-fA-F]{64}\s*", expected):
         raise ValueError(
             f"{where}: expected_sha256 must be 64 hexadecimal digits (as `sha256sum FILE` "
             f"prints), got {expected!r}."
         )
-    if data is None:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        actual = digest.hexdigest()
-    else:
-        actual = hashlib.sha256(data).hexdigest()
-    if actual != expected.lower():
-        raise ValueError(
-            f"{where}: sha256 mismatch: the file's is {actual}, expected {expected.lower()}. "
-            "The file was changed or is not the one you meant; do not serve it."
+    expected = expected.strip().lower()
+    actual = file_sha256(path) if data is None else hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ExportError(
+            f"{where}: sha256 mismatch: the file's is {actual}, expected {expected}: it is not "
+            "the file you trusted (altered, replaced or re-exported). Refusing to load it."
         )
 
 
@@ -67,13 +104,11 @@ def check_input(
     """``x`` checked and cast to ``input_dtype``, with a batch axis (``Predictor.check_input``)."""
     features = tuple(input_shape[1:])
     expected = "(n, " + ", ".join(str(d) for d in features) + ")"
-    try:
-        arr = np.asarray(x)
-    except (ValueError, TypeError, RecursionError) as err:
-        raise ValueError(
-            f"input could not be read as an array of shape {expected}: {err}"
-        ) from None
-    if arr.dtype.kind not in "iuf" or not np.can_cast(arr.dtype, input_dtype, casting="same_kind"):
+    try:  # the one coercer (jnn._data), with the model's expected input in the message
+        arr = as_array("Predictor", "input", x, host=True)
+    except TypeError as err:
+        raise TypeError(f"{err} The model takes {input_dtype}, shape {expected}.") from None
+    if arr.dtype == np.bool_ or not np.can_cast(arr.dtype, input_dtype, casting="same_kind"):
         raise TypeError(
             f"input has dtype {arr.dtype} but the model takes {input_dtype} "
             f"(shape {expected}); send numbers of that kind."
@@ -86,24 +121,16 @@ def check_input(
             + (f" or one example of shape {features}" if allow_single else "")
             + " (n examples, n >= 1)."
         )
-    arr = arr.astype(input_dtype, copy=False)
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ValueError(
-            f"input holds NaN or Inf values; the model needs finite numbers, shape {expected}."
-        )
-    return arr
+    # NaN/Inf, and values the cast would make Inf, named by example and column (as in predict)
+    check_finite("Predictor", "input", arr, cast_to=input_dtype)
+    return arr.astype(input_dtype, copy=False)
 
 
 def predict_in_batches(
     run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: Any
 ) -> np.ndarray:
     """``run`` over ``x`` (already checked) in slices of ``batch_size`` rows, concatenated."""
-    if (
-        not isinstance(batch_size, (int, np.integer))
-        or isinstance(batch_size, bool)
-        or batch_size < 1
-    ):
-        raise ValueError(f"Predictor: batch_size must be a positive int, got {batch_size!r}.")
+    batch_size = check_positive_int("Predictor", "batch_size", batch_size)
     if x.shape[0] <= batch_size:
         return run(x)
     return np.concatenate([run(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])

@@ -8,26 +8,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jnn import _data
 from jnn._typing import Array, ArrayLike
 
 Reduction = Literal["mean", "sum", "none"]
 
 
 def as_array(name: str, what: str, x: ArrayLike) -> Array:
-    """``x`` as a numeric ``jax.Array``, or a TypeError naming the argument."""
-    if isinstance(x, jax.Array):
-        arr = x
-    else:
-        np_x = np.asarray(x)
-        if np_x.dtype.kind not in "biuf":
-            raise TypeError(
-                f"{name}: {what} must be numeric, got dtype {np_x.dtype}. Convert it with "
-                "np.asarray(..., dtype=np.float32) (or an integer dtype for class labels)."
-            )
-        arr = jnp.asarray(np_x)
-    if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_):
-        raise TypeError(f"{name}: {what} must be numeric, got dtype {arr.dtype}.")
-    return arr
+    """``x`` as a numeric ``jax.Array``: :func:`jnn._data.as_array` (its one message), on device."""
+    return jnp.asarray(_data.as_array(name, what, x))
 
 
 def check_values(name: str, what: str, x: Array, *, floating: bool = True) -> Array:
@@ -49,6 +38,19 @@ def check_values(name: str, what: str, x: Array, *, floating: bool = True) -> Ar
     return x
 
 
+class ShapeMismatchError(ValueError):
+    """Predictions and labels of different shapes (jnn never broadcasts one against the other).
+
+    Attributes:
+      name: the loss or metric.
+      pred_shape, target_shape: the two shapes.
+    """
+
+    def __init__(self, message: str, name: str, pred_shape: tuple, target_shape: tuple):
+        super().__init__(message)
+        self.name, self.pred_shape, self.target_shape = name, pred_shape, target_shape
+
+
 def check_same_shape(name: str, pred: Array, target: Array) -> None:
     """Refuse broadcasting: ``pred`` and ``target`` must have one shape."""
     if pred.shape != target.shape:
@@ -57,11 +59,14 @@ def check_same_shape(name: str, pred: Array, target: Array) -> None:
             hint = f" Reshape the labels with labels.reshape({', '.join(map(str, pred.shape))})."
         elif target.shape == (*pred.shape, 1):
             hint = " Reshape the labels with labels.squeeze(-1)."
-        raise ValueError(
+        raise ShapeMismatchError(
             f"{name}: shape mismatch: predictions {tuple(pred.shape)} vs labels "
             f"{tuple(target.shape)}. jnn never broadcasts them against each other (an (N, 1) "
             f"output and (N,) labels would silently give an (N, N) loss)."
-            + (hint or " Make both shapes equal.")
+            + (hint or " Make both shapes equal."),
+            name,
+            tuple(pred.shape),
+            tuple(target.shape),
         )
 
 
@@ -82,6 +87,11 @@ def weighted_reduce(
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+    if values.size == 0:
+        raise ValueError(
+            f"{name}: the predictions and labels are empty (shape {tuple(values.shape)}); "
+            "nothing to average."
+        )
     w = None
     for what, extra in (("weights", weights), ("mask", mask)):
         if extra is None:

@@ -12,7 +12,12 @@ file is refused with :class:`CheckpointError`, never turned into garbage params.
 
 Writes are atomic: the bytes go to a temporary file in the same directory,
 are flushed and fsynced, then renamed over the final name (and the directory
-fsynced), so a crash mid-write leaves the previous checkpoints intact.
+fsynced), so a crash mid-write leaves the previous checkpoints intact. The
+framing (header, checksum, atomic write) is the one exported models use too.
+
+Pruning (``keep=N``) counts only checkpoints that verify: a damaged file is
+never counted, never deleted (a warning names it), and the newest good
+checkpoint is never deleted.
 
 Restoring takes a *template* (e.g. a fresh ``TrainState``): a structure, shape
 or dtype mismatch raises an error naming the tree path, e.g.
@@ -23,11 +28,8 @@ rebuilt with ``jax.random.wrap_key_data``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import struct
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,11 +39,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from jnn import _container
+from jnn._data import as_array, check_int, check_positive_int
+
 __all__ = [
     "FORMAT_VERSION",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointMismatchError",
     "all_checkpoints",
+    "check_directory",
     "latest",
     "restore",
     "restore_latest",
@@ -49,14 +56,34 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-_MAGIC = b"JNNCKPT\n"
-_HEADER = struct.Struct("<8sIQ32s")  # magic, version, payload length, sha256
 _NAME = re.compile(r"^epoch_(\d{6,})\.ckpt$")
 _TMP_PREFIX = ".tmp-epoch_"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: truncated, corrupted, foreign or mismatched."""
+    """Raised for a checkpoint that cannot be used: truncated, corrupted, foreign or mismatched.
+
+    A file that is fine but does not match the template raises the subclass
+    :class:`CheckpointMismatchError`; every other ``CheckpointError`` means the
+    file itself is unusable.
+    """
+
+
+class CheckpointMismatchError(CheckpointError):
+    """Raised when a sound checkpoint does not match the template (the paths that differ are named).
+
+    :func:`restore_latest` raises it instead of falling back to an older file:
+    every file of a run would mismatch the same way.
+    """
+
+
+_FRAME = _container.Frame(
+    magic=b"JNNCKPT\n",
+    version=FORMAT_VERSION,
+    readable=(FORMAT_VERSION,),
+    error=CheckpointError,
+    what="jnn checkpoint",
+)
 
 
 class Checkpoint(NamedTuple):
@@ -123,29 +150,63 @@ def _encode(state: Any, epoch: int, history: dict[str, list[float]]) -> bytes:
             "state": state_dict,
         }
     )
-    digest = hashlib.sha256(payload).digest()
-    return _HEADER.pack(_MAGIC, FORMAT_VERSION, len(payload), digest) + payload
+    return _container.pack(_FRAME, payload)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+def check_directory(directory: str | os.PathLike, *, where: str = "checkpoint") -> Path:
+    """Make sure ``directory`` can hold checkpoints, before anything is trained.
+
+    Creates it (and its parents) if missing, then refuses a path that is a
+    file, a checkpoint name (``epoch_<NNNNNN>.ckpt``) taken by something that
+    is not a file, and a directory that cannot be written to. :func:`jnn.fit`
+    calls it before its first epoch, so a bad ``checkpoint_dir`` fails at
+    once, not after an epoch of training.
+
+    Args:
+      directory: where checkpoints will be written.
+      where: the caller's name, for messages.
+
+    Returns:
+      ``directory`` as a ``pathlib.Path``.
+
+    Raises:
+      TypeError: if ``directory`` is not a path.
+      CheckpointError: if it cannot hold checkpoints (the message says why).
+
+    Example:
+      >>> import os, tempfile, jnn
+      >>> d = tempfile.mkdtemp()
+      >>> jnn.checkpoint.check_directory(os.path.join(d, "run", "ckpt")).is_dir()
+      True
+      >>> open(os.path.join(d, "notes.txt"), "w").close()
+      >>> jnn.checkpoint.check_directory(os.path.join(d, "notes.txt"))
+      Traceback (most recent call last):
+      ...
+      jnn.checkpoint.CheckpointError: checkpoint: checkpoint_dir ...notes.txt is a file, ...
+    """
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"{where}: checkpoint_dir must be a path, got {type(directory).__name__}.")
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(
+            f"{where}: checkpoint_dir {path} is a file, not a directory; pass a directory "
+            "(it is created if missing)."
+        )
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # platforms without directory fds
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CheckpointError(
+            f"{where}: cannot create checkpoint_dir {path}: {err.strerror or err}."
+        ) from None
+    blocked = [p.name for p in path.iterdir() if _NAME.match(p.name) and not p.is_file()]
+    if blocked:
+        raise CheckpointError(
+            f"{where}: {path} holds {', '.join(sorted(blocked))}, which is not a file but has a "
+            "checkpoint's name; move it away or choose another checkpoint_dir."
+        )
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{where}: checkpoint_dir {path} is not writable.")
+    return path
 
 
 def save(
@@ -164,8 +225,10 @@ def save(
         keys are allowed.
       epoch: number of completed epochs (names the file; the newest is the largest).
       history: metric name -> list of floats, saved alongside.
-      keep: keep only the newest ``keep`` checkpoints (None keeps all). Leftover
-        temporary files of interrupted writes are removed too.
+      keep: keep only the newest ``keep`` checkpoints that verify (None keeps
+        all). Damaged files are not counted and not deleted (a warning names
+        them); the newest good checkpoint is always kept. Leftover temporary
+        files of interrupted writes are removed too.
 
     Returns:
       The path written.
@@ -173,6 +236,8 @@ def save(
     Raises:
       ValueError: for a negative epoch or a ``keep`` below 1.
       TypeError: for leaves that are not numbers or arrays.
+      CheckpointError: if ``directory`` cannot hold checkpoints (see
+        :func:`check_directory`).
 
     Example:
       >>> import jax, jax.numpy as jnp, tempfile, jnn
@@ -184,26 +249,62 @@ def save(
       >>> ckpt.epoch, ckpt.state["w"].shape
       (1, (2, 3))
     """
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-        raise ValueError(f"checkpoint.save: epoch must be an int >= 0, got {epoch!r}.")
-    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
-        raise ValueError(f"checkpoint.save: keep must be None or an int >= 1, got {keep!r}.")
+    epoch = check_int("checkpoint.save", "epoch", epoch, minimum=0)
+    if keep is not None:
+        keep = check_positive_int("checkpoint.save", "keep", keep, hint=" or None")
     for where, leaf in jax.tree_util.tree_leaves_with_path(state):
+        name = jax.tree_util.keystr(where) or "<root>"
         if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, bool)):
             raise TypeError(
-                f"checkpoint.save: {jax.tree_util.keystr(where) or '<root>'} is a "
-                f"{type(leaf).__name__}; a checkpoint holds only arrays and numbers."
+                f"checkpoint.save: {name} is a {type(leaf).__name__}; a checkpoint holds only "
+                "arrays and numbers."
             )
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"epoch_{int(epoch):06d}.ckpt"
-    _atomic_write(path, _encode(state, int(epoch), history or {}))
+        if not _is_typed_key(leaf):
+            as_array("checkpoint.save", name, leaf, complex_ok=True)  # strings, objects: refused
+    data = _encode(state, epoch, history or {})
+    directory = check_directory(directory, where="checkpoint.save")
+    path = directory / f"epoch_{epoch:06d}.ckpt"
+    _container.write(path, data, tmp_prefix=_TMP_PREFIX)
     for stale in directory.glob(_TMP_PREFIX + "*"):
         stale.unlink(missing_ok=True)
     if keep is not None:
-        for old in all_checkpoints(directory)[:-keep]:
-            old.unlink(missing_ok=True)
+        _prune(directory, keep)
     return path
+
+
+def _prune(directory: Path, keep: int) -> None:
+    """Delete good checkpoints beyond the newest ``keep`` good ones; leave damaged ones alone."""
+    good = 0
+    for path in reversed(all_checkpoints(directory)):
+        try:
+            _verified(path)
+        except (CheckpointError, OSError) as err:
+            warnings.warn(
+                f"checkpoint.save: leaving an unusable file alone (not counted in keep=): {err} "
+                "Remove it once you no longer need it.",
+                stacklevel=3,
+            )
+            continue
+        good += 1
+        if good > keep:
+            path.unlink(missing_ok=True)
+
+
+# (path, inode, size, mtime) of files known to verify: saves do not re-hash the checkpoints
+# they keep (a file rewritten in place changes its mtime or inode, so it is read again).
+_GOOD: set[tuple[str, int, int, int]] = set()
+
+
+def _verified(path: Path) -> None:
+    """Raise if ``path`` is not a checkpoint that passes its header and checksum checks."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key in _GOOD:
+        return
+    _container.read(_FRAME, path, str(path))
+    if len(_GOOD) > 1024:
+        _GOOD.clear()
+    _GOOD.add(key)
 
 
 # --------------------------------------------------------------------------- restore
@@ -253,38 +354,9 @@ def latest(directory: str | os.PathLike) -> Path | None:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    if path.is_dir():
-        raise CheckpointError(
-            f"{path} is a directory; pass a checkpoint file, or use restore_latest(directory, "
-            "template)."
-        )
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint.restore: no such file: {path}") from None
-    if len(data) < _HEADER.size or data[: len(_MAGIC)] != _MAGIC:
-        raise CheckpointError(
-            f"{path}: not a jnn checkpoint (bad header; "
-            f"{'too short' if len(data) < _HEADER.size else 'wrong magic bytes'})."
-        )
-    _, version, length, digest = _HEADER.unpack_from(data)
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {version}; this jnn reads version {FORMAT_VERSION}."
-        )
-    payload = data[_HEADER.size :]
-    if len(payload) != length:
-        raise CheckpointError(
-            f"{path}: truncated or padded: the header announces {length} payload bytes, "
-            f"the file holds {len(payload)}."
-        )
-    if hashlib.sha256(payload).digest() != digest:
-        raise CheckpointError(f"{path}: checksum mismatch: the file is corrupted.")
-    try:
-        content = serialization.msgpack_restore(payload)
-    except Exception as err:  # checksum passed, so this is a writer bug or a forged file
-        raise CheckpointError(f"{path}: unreadable payload: {err}") from None
-    if not isinstance(content, dict) or content.get("format") != "jnn.checkpoint":
+    _, payload = _container.read(_FRAME, path, str(path))
+    content = _container.decode(_FRAME, payload, str(path))
+    if content.get("format") != "jnn.checkpoint":
         raise CheckpointError(f"{path}: not a jnn checkpoint payload.")
     shape_ok = (
         isinstance(content.get("state"), dict)
@@ -292,27 +364,9 @@ def _read(path: Path) -> dict[str, Any]:
         and isinstance(content.get("history"), dict)
         and isinstance(content.get("typed_keys"), dict)
     )
-    bad = _foreign_leaf(content)
-    if not shape_ok or bad is not None:
-        raise CheckpointError(
-            f"{path}: malformed checkpoint payload"
-            + (f" (holds a {type(bad).__name__})." if bad is not None else ".")
-        )
+    if not shape_ok:
+        raise CheckpointError(f"{path}: malformed checkpoint payload.")
     return content
-
-
-def _foreign_leaf(tree: Any) -> Any:
-    """The first value that is not plain data (dict, list, str, number, numpy array), or None."""
-    if isinstance(tree, dict):
-        tree = [*tree.keys(), *tree.values()]
-    if isinstance(tree, list):
-        for item in tree:
-            if (bad := _foreign_leaf(item)) is not None:
-                return bad
-        return None
-    if isinstance(tree, (str, int, float, np.ndarray, np.generic)):
-        return None
-    return tree
 
 
 def _compare(template: Any, loaded: Any, parts: tuple[str, ...], errors: list[str]) -> None:
@@ -355,8 +409,9 @@ def restore(path: str | os.PathLike, template: Any) -> Checkpoint:
     Raises:
       FileNotFoundError: if ``path`` does not exist.
       CheckpointError: (a ``ValueError``) for a foreign, truncated, corrupted
-        or newer-format file, or one whose tree does not match ``template``
-        (every mismatching path is named).
+        or newer-format file.
+      CheckpointMismatchError: (a ``CheckpointError``) for a file whose tree
+        does not match ``template``; every mismatching path is named.
 
     Example:
       >>> import jax.numpy as jnp, tempfile, jnn
@@ -365,7 +420,7 @@ def restore(path: str | os.PathLike, template: Any) -> Checkpoint:
       >>> jnn.checkpoint.restore(p, {"w": jnp.ones((10, 10))})
       Traceback (most recent call last):
       ...
-      jnn.checkpoint.CheckpointError: ...: w: expected (10, 10) float32, got (10, 5) float32
+      jnn.checkpoint.CheckpointMismatchError: ...: w: expected (10, 10) float32, got (10, 5) float32
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"checkpoint.restore: path must be a path, got {type(path).__name__}.")
@@ -382,7 +437,7 @@ def restore(path: str | os.PathLike, template: Any) -> Checkpoint:
     if errors:
         more = f"; ... ({len(errors) - 5} more)" if len(errors) > 5 else ""
         shown = "; ".join(errors[:5]) + more
-        raise CheckpointError(f"{path}: does not match the template: {shown}")
+        raise CheckpointMismatchError(f"{path}: does not match the template: {shown}")
     state = serialization.from_state_dict(raw, content["state"])
     state = jax.tree.map(
         lambda t, v: (
@@ -400,10 +455,11 @@ def restore(path: str | os.PathLike, template: Any) -> Checkpoint:
 def restore_latest(directory: str | os.PathLike, template: Any) -> Checkpoint | None:
     """Restore the newest *good* checkpoint in ``directory``, or None if there is none.
 
-    A newest file that is truncated or corrupted (e.g. by a crash while the
-    disk was failing) is skipped with a warning and the next older one is
-    tried. A template mismatch is not skipped: it raises, since every file
-    in the directory would mismatch the same way.
+    A newest file that is truncated, corrupted or unreadable (e.g. by a crash
+    while the disk was failing) is skipped with a warning and the next older
+    one is tried. A template mismatch (:class:`CheckpointMismatchError`) is not
+    skipped: it raises, since every file in the directory would mismatch the
+    same way.
 
     Args:
       directory: the directory :func:`save` wrote to (need not exist).
@@ -414,7 +470,7 @@ def restore_latest(directory: str | os.PathLike, template: Any) -> Checkpoint | 
       directory holds no usable checkpoint.
 
     Raises:
-      CheckpointError: if a checkpoint does not match ``template``.
+      CheckpointMismatchError: if a checkpoint does not match ``template``.
 
     Example:
       >>> import tempfile, jnn
@@ -424,8 +480,8 @@ def restore_latest(directory: str | os.PathLike, template: Any) -> Checkpoint | 
     for path in reversed(all_checkpoints(directory)):
         try:
             return restore(path, template)
-        except CheckpointError as err:
-            if "does not match the template" in str(err):
-                raise
+        except CheckpointMismatchError:
+            raise
+        except (CheckpointError, OSError) as err:  # this file is unusable: try the next one
             warnings.warn(f"skipping unusable checkpoint: {err}", stacklevel=2)
     return None

@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, TypeError, OSError, EOFError) as err:  # EOFError: np.load, empty .npy
         print(f"jnn {args.command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -21,6 +21,7 @@ across devices when there are several.
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import math
 import os
@@ -36,10 +37,17 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jnn import losses as _losses
-from jnn._data import check_labels, check_positive_int, check_xy
+from jnn._data import (
+    check_labels,
+    check_positive_int,
+    check_xy,
+    close_match,
+    is_int,
+    is_number,
+)
 from jnn._table import Table
 from jnn._typing import Array, ArrayLike, Params
-from jnn.layers._base import AnyLayer, _check_layer, close_match, is_stateful, stateful
+from jnn.layers._base import AnyLayer, _check_layer, is_stateful, stateful
 from jnn.train import TrainState, get_optimizer
 from jnn.train._internal import OPTIMIZERS, EpochSpec, check_trace, epoch_fn, resolve_metrics
 
@@ -210,16 +218,12 @@ def run_keys(seed: Seed) -> tuple[Array, Array]:
     return _seed_keys(jnp.int32(init_seed), jnp.int32(shuffle_seed))
 
 
-def _check_seed(seed: Any) -> tuple[int, int]:
-    pair = seed if isinstance(seed, tuple) else (seed, seed)
-    ok = len(pair) == 2 and all(
-        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and 0 <= s < 2**31
-        for s in pair
-    )
-    if not ok:
+def _check_seed(seed: Any, where: str = "run_keys") -> tuple[int, int]:
+    pair = tuple(seed) if isinstance(seed, (tuple, list)) else (seed, seed)
+    if len(pair) != 2 or not all(is_int(s) and 0 <= s < 2**31 for s in pair):
         raise ValueError(
-            f"a seed must be an int in [0, 2**31) or a pair (init_seed, shuffle_seed) of them, "
-            f"got {seed!r}."
+            f"{where}: a seed must be an int in [0, 2**31) or a pair (init_seed, shuffle_seed) "
+            f"of them, got {seed!r}."
         )
     return int(pair[0]), int(pair[1])
 
@@ -273,7 +277,7 @@ def _hparam_settings(hparams: Any) -> list[dict[str, float]]:
         )
     for s in settings:
         for name, v in s.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            if not is_number(v):
                 raise TypeError(
                     f"sweep: hyperparameter {name!r} must be a number to be swept, got {v!r}. "
                     "Fix non-numeric options inside the optimizer factory instead."
@@ -297,7 +301,39 @@ def _optimizer(optimizer: Any, settings: list[dict[str, float]]) -> tuple[Callab
         )
     else:
         factory = optimizer
+    _check_hparam_names(factory, settings[0])
     return factory, _injected(factory, tuple(settings[0].items()))
+
+
+def _check_hparam_names(factory: Callable, setting: dict[str, float]) -> None:
+    """The swept names must be keywords of ``factory``, and cover its required ones."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: let optax report
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    named = getattr(factory, "__name__", "<")
+    named = "the optimizer factory" if named.startswith("<") else named
+    takes = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for name in setting:
+        if name not in takes:
+            raise ValueError(
+                f"sweep: hparams names {name!r}, which {named} does not take."
+                f"{close_match(name, takes)} It takes: {', '.join(takes)}."
+            )
+    required = [
+        n for n, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]  # fmt: skip
+    missing = [n for n in required if n not in setting]
+    if missing:
+        raise ValueError(
+            f"sweep: {named} needs {', '.join(map(repr, missing))}, which hparams does not give: "
+            "sweep it in hparams, or fix it inside the factory, e.g. "
+            f"lambda {', '.join(setting)}: ..."
+        )
 
 
 @functools.lru_cache(maxsize=16)
@@ -719,14 +755,17 @@ def _compiled_sweep(
     return jax.jit(jax.vmap(one_run, in_axes=(0, 0, 0, 0, None)))
 
 
+_MAX_SEEDS = 2**20  # a million runs per hyperparameter setting; a larger int is a mistake
+
+
 def _seed_list(seeds: Any) -> list[Seed]:
-    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
-        return list(range(check_positive_int("sweep", "seeds", seeds)))
+    if is_int(seeds):
+        return list(range(check_positive_int("sweep", "seeds", seeds, maximum=_MAX_SEEDS)))
     if isinstance(seeds, (list, tuple, np.ndarray)) and len(seeds) > 0:
-        out = [tuple(s) if isinstance(s, (list, tuple)) else s for s in seeds]
-        out = [s if isinstance(s, tuple) else int(s) for s in out]
-        for s in out:
-            _check_seed(s)
+        out: list[Seed] = []
+        for s in seeds:
+            init_seed, shuffle_seed = _check_seed(s, "sweep: seeds")
+            out.append((init_seed, shuffle_seed) if isinstance(s, (tuple, list)) else init_seed)
         if len(set(out)) != len(out):
             raise ValueError(f"sweep: seeds must be distinct, got {seeds!r}.")
         return out
@@ -736,7 +775,7 @@ def _seed_list(seeds: Any) -> list[Seed]:
 def _fold_weights(folds: Any, n: int) -> tuple[np.ndarray, np.ndarray] | None:
     if folds is None:
         return None
-    if isinstance(folds, (int, np.integer)) and not isinstance(folds, bool):
+    if is_int(folds):
         folds = KFold(int(folds))
     if isinstance(folds, KFold):
         return kfold_weights(n, folds.k, seed=folds.seed, shuffle=folds.shuffle)

@@ -2,27 +2,42 @@
 
 :func:`save` lowers ``model.apply`` (evaluation mode) with :mod:`jax.export`
 to StableHLO, with a symbolic batch dimension and for several platforms at
-once, and writes one file::
+once, and writes one file, framed like a checkpoint::
 
-    b"JNNMODEL" | format version (uint32 LE) | sha256 of the body | body
+    b"JNNMODEL" | format version (uint32 LE) | body length (uint64 LE)
+                | sha256 of the body | body
 
 The body is msgpack (:func:`flax.serialization.msgpack_serialize`: arrays as
 raw bytes, no pickle) of ``{"metadata": json, "exported": bytes, "weights":
 [arrays]}``; the weights (params, then model state) are stored beside the
 program and passed to it as arguments. :func:`load` checks the magic, the
-version and the checksum, then returns a :class:`Predictor` that runs on any
-batch size and needs neither the model's Python code nor jnn's layers.
+version, the length and the checksum, then returns a :class:`Predictor` that
+runs on any batch size and needs neither the model's Python code nor jnn's
+layers. Files of format 1 (no length field) still load.
+
+**A model file is a program.** Loading one runs no Python, but predicting
+runs its XLA program, and ``jax.export`` documents that a serialized program
+must be trusted input: a crafted file can loop forever, or hold weights
+altered to give wrong answers (its checksum only guards against accidental
+damage, since anyone can recompute it). Load only files you trust. What
+:func:`load` does about it:
+
+- it refuses programs that call XLA *custom calls* (native functions; a host
+  callback among them runs arbitrary code) other than the ones jnn's own
+  layers produce (:data:`ALLOWED_CUSTOM_CALLS`);
+- ``load(path, expected_sha256=...)`` refuses a file whose sha256 (as
+  ``sha256sum`` prints it, or :func:`file_sha256`) is not the one you
+  recorded when you exported or received it.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
-import hashlib
 import json
 import os
-import struct
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,16 +45,34 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from jnn import _container
+from jnn._data import is_int
+from jnn._model_file import (
+    ALLOWED_CUSTOM_CALLS,
+    ExportError,
+    custom_call_targets,
+    decode_body,
+    with_flatbuffers,
+)
 from jnn._onnx_runtime import ONNX_SUFFIX, OnnxPredictor, load_onnx
-from jnn._predictor import check_input, predict_in_batches
+from jnn._predictor import check_input, check_sha256, file_sha256, predict_in_batches
 from jnn._typing import Params, State
 from jnn._version import __version__
 from jnn.layers._base import AnyLayer, _check_layer, stateful
 
 MAGIC = b"JNNMODEL"
-FORMAT_VERSION = 1
-_HEAD = struct.Struct("<8sI32s")  # magic, format version, sha256 of the body
+#: 2 adds the body length to the header (the container checkpoints use); 1 still loads.
+FORMAT_VERSION = 2
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
+
+_FRAME = _container.Frame(
+    magic=MAGIC,
+    version=FORMAT_VERSION,
+    readable=(1, FORMAT_VERSION),
+    error=ExportError,
+    what="jnn model",
+    no_length=(1,),
+)
 
 
 def save(
@@ -137,27 +170,32 @@ def save(
     body = serialization.msgpack_serialize(
         {
             "metadata": json.dumps(metadata),
-            "exported": _serialization(lambda: bytes(exported.serialize())),
+            "exported": with_flatbuffers(lambda: bytes(exported.serialize())),
             "weights": weights,
         }
     )
-    head = _HEAD.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(body).digest())
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "wb") as f:  # write then rename: a crash never leaves half a model
-        f.write(head + body)
-    os.replace(tmp, path)
+    # write, fsync, then rename: a crash never leaves half a model
+    _container.write(Path(path), _container.pack(_FRAME, body))
     return metadata
 
 
-def load(path: str | os.PathLike) -> Predictor | OnnxPredictor:
+def load(
+    path: str | os.PathLike, *, expected_sha256: str | None = None
+) -> Predictor | OnnxPredictor:
     """Load a model file: a :class:`Predictor`, or an :class:`OnnxPredictor` for ``.onnx``.
 
     Nothing in the file is executed as Python: the program is StableHLO, the
-    weights are raw array bytes and the metadata is JSON.
+    weights are raw array bytes and the metadata is JSON. But the program
+    runs when you predict: a model file is code, load only files you trust
+    (see the module documentation). Programs calling custom calls other
+    than :data:`ALLOWED_CUSTOM_CALLS` are refused.
 
     Args:
       path: a file written by :func:`save`; a name ending in ``.onnx`` is read
         as ONNX (:func:`save_onnx`) and runs on ONNX Runtime.
+      expected_sha256: the sha256 (hex) the whole file must have, e.g. from
+        :func:`file_sha256` at export time; the file is refused if it differs
+        (altered weights or program, even with a recomputed inner checksum).
 
     Returns:
       A :class:`Predictor` on the default JAX device, or an
@@ -165,9 +203,12 @@ def load(path: str | os.PathLike) -> Predictor | OnnxPredictor:
 
     Raises:
       OSError: if the file cannot be read (e.g. ``FileNotFoundError``).
-      ValueError: if the file is not a jnn model, was written by an unknown
-        format version, fails its checksum (corrupted or truncated), or was
+      ExportError: (a ``ValueError``) naming the file, if it is not a jnn
+        model, was written by an unknown format version, fails its checksum
+        (corrupted or truncated), has a malformed body, calls custom calls
+        jnn's layers never produce, does not have ``expected_sha256``, or was
         not exported for this machine's platform.
+      ValueError: if ``expected_sha256`` is not 64 hex digits.
 
     Example:
       >>> import os, tempfile, jax, jnn, jnn.export
@@ -184,30 +225,19 @@ def load(path: str | os.PathLike) -> Predictor | OnnxPredictor:
       >>> jnn.export.load(os.path.join(d, "notes.txt"))
       Traceback (most recent call last):
       ...
-      ValueError: export.load('...notes.txt'): not a jnn model file (no b'JNNMODEL' header).
+      jnn.export.ExportError: export.load('...notes.txt'): not a jnn model file (bad header: ...).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"export.load: path must be a path, got {type(path).__name__}.")
     if os.fspath(path).lower().endswith(ONNX_SUFFIX):
-        return load_onnx(path)
-    with open(path, "rb") as f:
-        data = f.read()
+        return load_onnx(path, expected_sha256=expected_sha256)
     where = f"export.load({os.fspath(path)!r})"
-    if len(data) < _HEAD.size or data[: len(MAGIC)] != MAGIC:
-        raise ValueError(f"{where}: not a jnn model file (no {MAGIC!r} header).")
-    _, version, digest = _HEAD.unpack_from(data)
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{where}: unknown format version {version}; this jnn ({__version__}) reads "
-            f"version {FORMAT_VERSION}. Re-export the model with this jnn, or upgrade jnn."
-        )
-    body = data[_HEAD.size :]
-    if hashlib.sha256(body).digest() != digest:
-        raise ValueError(
-            f"{where}: checksum mismatch: the file is corrupted or truncated. Re-export it."
-        )
-    contents = serialization.msgpack_restore(body)
-    exported = _serialization(lambda: jax.export.deserialize(bytearray(contents["exported"])))
-    weights = list(contents["weights"])
-    return Predictor(json.loads(contents["metadata"]), exported, weights, where=where)
+    data = _container.read_bytes(_FRAME, Path(path), where)
+    if expected_sha256 is not None:  # before anything in the file is parsed
+        check_sha256(path, expected_sha256, data)
+    _, body = _container.unpack(_FRAME, data, where)
+    metadata, exported, weights = decode_body(_FRAME, body, where)
+    return Predictor(metadata, exported, weights, where=where)
 
 
 class Predictor:
@@ -248,7 +278,7 @@ class Predictor:
         platform = jax.default_backend()
         platform = "cuda" if platform == "gpu" else platform
         if platform not in exported.platforms:
-            raise ValueError(
+            raise ExportError(
                 f"{where}: the model was exported for {list(exported.platforms)} but this "
                 f"machine runs {platform!r}. Re-export with platforms=(..., {platform!r})."
             )
@@ -349,13 +379,6 @@ class Predictor:
         return format_table(self.metadata["summary"])
 
 
-def _serialization(fn: Any) -> Any:
-    try:
-        return fn()
-    except ImportError as err:  # jax.export's serializer needs flatbuffers
-        raise ImportError(f"{err}. Install it with: pip install 'jnn[export]'.") from err
-
-
 def _input_spec(where: str, spec: Any, dtype: Any) -> tuple[tuple[int, ...], np.dtype]:
     if hasattr(spec, "shape") and hasattr(spec, "dtype"):
         shape, dtype = tuple(spec.shape), spec.dtype
@@ -370,7 +393,7 @@ def _input_spec(where: str, spec: Any, dtype: Any) -> tuple[tuple[int, ...], np.
         raise ValueError(f"{where}: input_spec needs a batch axis, e.g. (-1, 30); got {shape}.")
     features = shape[1:]
     for d in features:
-        if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 1:
+        if not is_int(d) or d < 1:
             raise ValueError(
                 f"{where}: input_spec {shape}: only the first (batch) axis may be unknown; "
                 "every other dimension must be a positive int."
@@ -384,8 +407,9 @@ def _input_spec(where: str, spec: Any, dtype: Any) -> tuple[tuple[int, ...], np.
 def _platforms(where: str, platforms: Sequence[str]) -> tuple[str, ...]:
     if isinstance(platforms, str):
         platforms = (platforms,)
-    out = tuple(str(p).lower() for p in platforms)
     known = {"cpu", "cuda", "rocm", "tpu"}
+    ok = isinstance(platforms, (list, tuple)) and all(isinstance(p, str) for p in platforms)
+    out = tuple(p.lower() for p in platforms) if ok else ()
     if not out or not set(out) <= known:
         raise ValueError(f"{where}: platforms must be among {sorted(known)}, got {platforms!r}.")
     return out
@@ -412,8 +436,8 @@ def _check_output(where: str, exported: Any) -> tuple[tuple[int, ...], str]:
 def _labels(where: str, labels: Any, out_shape: tuple[int, ...]) -> list[str] | None:
     if labels is None:
         return None
-    if isinstance(labels, str) or not all(isinstance(s, str) for s in labels):
-        raise TypeError(f"{where}: labels must be a sequence of strings, got {labels!r}.")
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(s, str) for s in labels):
+        raise TypeError(f"{where}: labels must be a list of strings, got {labels!r}.")
     labels = list(labels)
     units = out_shape[-1] if out_shape else 1
     if len(labels) != units and not (units == 1 and len(labels) == 2):
@@ -504,4 +528,16 @@ def save_onnx(
     )
 
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "OnnxPredictor", "Predictor", "load", "save", "save_onnx"]
+__all__ = [
+    "ALLOWED_CUSTOM_CALLS",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "ExportError",
+    "OnnxPredictor",
+    "Predictor",
+    "custom_call_targets",
+    "file_sha256",
+    "load",
+    "save",
+    "save_onnx",
+]

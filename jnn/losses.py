@@ -23,10 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jnn._data import close_match
 from jnn._reduce import Reduction, as_array, check_same_shape, check_values, weighted_reduce
 from jnn._typing import Array, ArrayLike
 from jnn.layers._activations import EPS
-from jnn.layers._base import close_match
 
 __all__ = [
     "bce",
@@ -231,7 +231,7 @@ def cross_entropy(
       Array(0.6931472, dtype=float32)
     """
     logits = check_values("cross_entropy", "logits", as_array("cross_entropy", "logits", logits))
-    labels, sparse = _class_labels("cross_entropy", logits, labels)
+    labels, sparse = _class_labels("cross_entropy", "logits", logits, labels)
     if sparse:
         values = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     else:
@@ -275,7 +275,7 @@ def categorical_crossentropy(
     """
     probs = as_array("categorical_crossentropy", "probs", probs)
     probs = check_values("categorical_crossentropy", "probs", probs)
-    labels, sparse = _class_labels("categorical_crossentropy", probs, labels)
+    labels, sparse = _class_labels("categorical_crossentropy", "probs", probs, labels)
     logp = jnp.log(jnp.clip(probs, EPS, 1.0))
     if sparse:
         values = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
@@ -344,11 +344,14 @@ def _pair(name: str, pred: ArrayLike, target: ArrayLike) -> tuple[Array, Array]:
     return pred, target.astype(pred.dtype)
 
 
-def _class_labels(name: str, scores: Array, labels: ArrayLike) -> tuple[Array, bool]:
+def _class_labels(name: str, what: str, scores: Array, labels: ArrayLike) -> tuple[Array, bool]:
     """Classify ``labels`` as sparse (integer ids) or dense (one-hot), strictly."""
     labels = as_array(name, "labels", labels)
-    if scores.ndim < 1:
-        raise ValueError(f"{name}: expected scores of shape (..., num_classes), got ().")
+    if scores.ndim < 1 or scores.size == 0:
+        raise ValueError(
+            f"{name}: expected non-empty {what} of shape (..., num_classes), got "
+            f"{tuple(scores.shape)}."
+        )
     num_classes = scores.shape[-1]
     if labels.shape == scores.shape:
         return labels, False
@@ -367,7 +370,7 @@ def _class_labels(name: str, scores: Array, labels: ArrayLike) -> tuple[Array, b
                 )
         return labels, True
     raise ValueError(
-        f"{name}: labels of shape {tuple(labels.shape)} do not fit scores of shape "
+        f"{name}: labels of shape {tuple(labels.shape)} do not fit {what} of shape "
         f"{tuple(scores.shape)}: expected integer class ids of shape "
         f"{tuple(scores.shape[:-1])} or one-hot labels of shape {tuple(scores.shape)}."
         + (

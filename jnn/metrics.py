@@ -13,9 +13,9 @@ from functools import partial
 import jax.numpy as jnp
 
 from jnn import losses as _losses
+from jnn._data import close_match
 from jnn._reduce import as_array, check_same_shape, weighted_reduce
 from jnn._typing import Array, ArrayLike
-from jnn.layers._base import close_match
 
 __all__ = ["accuracy", "binary_accuracy", "categorical_accuracy", "get"]
 
@@ -85,7 +85,7 @@ def categorical_accuracy(
       Array(0.5, dtype=float32)
     """
     pred = as_array("categorical_accuracy", "predictions", pred)
-    labels, sparse = _losses._class_labels("categorical_accuracy", pred, labels)
+    labels, sparse = _losses._class_labels("categorical_accuracy", "predictions", pred, labels)
     target = labels if sparse else jnp.argmax(labels, axis=-1)
     hits = (jnp.argmax(pred, axis=-1) == target).astype(jnp.float32)
     return weighted_reduce("categorical_accuracy", hits, weights=weights, mask=mask)

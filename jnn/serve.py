@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from jnn._onnx_runtime import ONNX_SUFFIX, load_onnx
-from jnn._predictor import LoadedModel, check_sha256
+from jnn._predictor import LoadedModel
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 # Connection-layer defaults (also jnn serve's), safe on loopback and a LAN: a 1 MiB body
@@ -93,10 +93,7 @@ def load_model(path: str | os.PathLike, *, expected_sha256: str | None = None) -
         return load_onnx(path, expected_sha256=expected_sha256)
     from jnn.export import load  # jax, for .jnn files only
 
-    if expected_sha256 is None:
-        return load(path)
-    check_sha256(path, expected_sha256)  # jnn.export.load does not check a given digest (yet)
-    return load(path)
+    return load(path, expected_sha256=expected_sha256)
 
 
 def _import_server() -> tuple[Any, Any]:

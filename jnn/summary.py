@@ -13,11 +13,16 @@ params as their own (no extra key), so the child's row repeats the
 wrapper's count; under ``repeat(layer, n)`` the child's param shapes carry
 the leading ``n`` axis of the stacked params and its counts include all
 ``n`` copies.
+
+``jnn.summary`` is this module, and calling it calls :func:`summary`:
+``jnn.summary(model, (-1, 30))`` and ``jnn.summary.Summary`` both work.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import types
 from typing import Any, NamedTuple
 
 import jax
@@ -246,3 +251,13 @@ def _jsonable(shape: Any) -> Any:
 
 
 __all__ = ["Summary", "SummaryRow", "format_table", "summary"]
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``jnn.summary(model, shape)`` is :func:`summary`."""
+
+    def __call__(self, model: AnyLayer, input_shape: Shape, *, key: PRNGKey | None = None):
+        return summary(model, input_shape, key=key)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -175,12 +175,17 @@ def test_payload_holds_no_code(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"epoch": -1}, ValueError, "epoch must be an int >= 0"),
+        ({"epoch": -1}, ValueError, "epoch must be an int >= 0, got -1"),
         ({"epoch": 1.5}, ValueError, "epoch must be an int"),
-        ({"epoch": 1, "keep": 0}, ValueError, "keep must be None or an int >= 1"),
+        ({"epoch": 1, "keep": 0}, ValueError, "keep must be a positive int or None, got 0"),
+        ({"epoch": 1, "keep": True}, ValueError, "a bool is not a size"),
+        ({"epoch": np.int64(2), "keep": np.int32(1)}, None, None),
     ],
 )
 def test_save_arguments(tmp_path, kwargs, error, message):
+    if error is None:  # numpy integers are ints
+        assert ckpt.save(tmp_path, {"a": jnp.zeros(1)}, **kwargs).name == "epoch_000002.ckpt"
+        return
     with pytest.raises(error, match=message):
         ckpt.save(tmp_path, {"a": jnp.zeros(1)}, **kwargs)
 
@@ -188,3 +193,102 @@ def test_save_arguments(tmp_path, kwargs, error, message):
 def test_save_refuses_non_array_leaves(tmp_path):
     with pytest.raises(TypeError, match=r"\['f'\] is a function"):
         ckpt.save(tmp_path, {"f": lambda: 0}, epoch=0)
+
+
+def _corrupt(path):
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_keep_counts_only_good_checkpoints(tmp_path):
+    """A corrupt newest-numbered file is not counted, not deleted, and never evicts a good one."""
+    state = _state()
+    bad = ckpt.save(tmp_path, state, epoch=99)
+    _corrupt(bad)
+    for epoch in range(1, 4):
+        with pytest.warns(UserWarning, match=r"leaving an unusable file alone.*epoch_000099"):
+            written = ckpt.save(tmp_path, state, epoch=epoch, keep=1)
+        assert written.exists()  # keep=1 never deletes the checkpoint it just wrote
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_000003.ckpt", "epoch_000099.ckpt"]
+    with pytest.warns(UserWarning, match="skipping unusable checkpoint"):
+        assert ckpt.restore_latest(tmp_path, state).epoch == 3
+    # keep=2 keeps the two newest GOOD ones, whatever lies between them.
+    with pytest.warns(UserWarning, match="epoch_000099"):
+        ckpt.save(tmp_path, state, epoch=4, keep=2)
+    (tmp_path / "epoch_000005.ckpt").write_bytes(b"JNNCKPT\n garbage")
+    with pytest.warns(UserWarning, match="unusable") as record:
+        ckpt.save(tmp_path, state, epoch=6, keep=2)
+    warned = " ".join(str(w.message) for w in record)
+    assert "epoch_000005.ckpt: not a jnn checkpoint" in warned and "epoch_000099" in warned
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["epoch_000004.ckpt", "epoch_000005.ckpt", "epoch_000006.ckpt", bad.name]
+
+
+def test_keep_reverifies_a_file_damaged_after_it_was_written(tmp_path):
+    state = _state()
+    first = ckpt.save(tmp_path, state, epoch=1, keep=2)
+    ckpt.save(tmp_path, state, epoch=2, keep=2)
+    _corrupt(tmp_path / "epoch_000002.ckpt")  # damaged after pruning had verified it
+    with pytest.warns(UserWarning, match="alone.*epoch_000002.ckpt: checksum mismatch"):
+        ckpt.save(tmp_path, state, epoch=3, keep=2)
+    assert first.exists()  # still one of the two newest good ones
+
+
+def test_directory_problems_are_checkpoint_errors(tmp_path):
+    state = _state()
+    (tmp_path / "epoch_000001.ckpt").mkdir()  # a directory where a file is expected
+    with pytest.raises(ckpt.CheckpointError, match=r"holds epoch_000001.ckpt, which is not a file"):
+        ckpt.check_directory(tmp_path)
+    with pytest.raises(ckpt.CheckpointError, match="not a file"):
+        ckpt.save(tmp_path, state, epoch=1)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    with pytest.raises(ckpt.CheckpointError, match=r"notes.txt is a file, not a directory"):
+        ckpt.save(a_file, state, epoch=1)
+    with pytest.raises(TypeError, match="checkpoint_dir must be a path, got int"):
+        ckpt.check_directory(3)
+    # restore_latest skips the directory (a warning), it does not crash on it.
+    with pytest.warns(UserWarning, match="is a directory"):
+        assert ckpt.restore_latest(tmp_path, state) is None
+
+
+def test_restore_latest_decides_on_the_error_type(tmp_path, monkeypatch):
+    """Mismatch raises, damage falls back: decided by type, whatever the message says."""
+    state = _state()
+    ckpt.save(tmp_path, state, epoch=1)
+    ckpt.save(tmp_path, state, epoch=2)
+
+    def damaged(path, template):
+        if path.name == "epoch_000002.ckpt":
+            raise ckpt.CheckpointError("does not match the template (but only damaged)")
+        return original(path, template)
+
+    original = ckpt.restore
+    monkeypatch.setattr(ckpt, "restore", damaged)
+    with pytest.warns(UserWarning, match="skipping"):
+        assert ckpt.restore_latest(tmp_path, state).epoch == 1
+    monkeypatch.undo()
+    with pytest.raises(ckpt.CheckpointMismatchError, match="does not match the template"):
+        ckpt.restore_latest(tmp_path, _state(widths=(10, 5)))
+
+
+def test_files_of_format_1_still_load():
+    """A checkpoint written by the first release (tests/data) restores unchanged."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "checkpoint_v1.ckpt"
+    template = {"w": jnp.zeros((2, 3)), "key": jax.random.key(0), "step": jnp.int32(0)}
+    got = ckpt.restore(path, template)
+    np.testing.assert_array_equal(got.state["w"], np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(
+        jax.random.key_data(got.state["key"]), jax.random.key_data(jax.random.key(5))
+    )
+    assert (int(got.state["step"]), got.epoch, got.history) == (7, 2, {"loss": [0.5, 0.25]})
+
+
+def test_checkpoints_get_ordinary_file_permissions(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = ckpt.save(tmp_path, _state(), epoch=1)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

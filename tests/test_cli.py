@@ -181,7 +181,7 @@ def test_a_damaged_model_file_never_escapes_as_a_traceback(setup, onnx_setup, mo
     """Whatever a decoder raises on a damaged body (KeyError, ...) is one line and status 1."""
     import jnn.export as export
 
-    def broken(path):
+    def broken(path, **kwargs):
         raise KeyError("exported")
 
     monkeypatch.setattr(export, "load", broken)

@@ -176,6 +176,18 @@ def test_bad_input_is_refused_eagerly():
         ex.sweep(MODEL, (X, Y), monitor="val_los", **KW)
     with pytest.raises(ValueError, match="same number of examples"):
         ex.sweep(MODEL, (X, Y[:5]), **KW)
+    # Typos in swept names get the close match, not optax's "missing a required argument".
+    with pytest.raises(ValueError, match=r"'learnin_rate'.*Did you mean 'learning_rate'"):
+        ex.sweep(MODEL, (X, Y), optimizer="adam", hparams={"learnin_rate": [1e-2]}, **KW)
+    with pytest.raises(ValueError, match="needs 'b1', which hparams does not give"):
+        ex.sweep(MODEL, (X, Y), optimizer=lambda learning_rate, b1: optax.adam(learning_rate, b1),
+                 hparams={"learning_rate": [1e-2]}, **KW)  # fmt: skip
+    # Seeds that are not ints: named, never int()-ed ("a") or truncated (1.5 was seed 1).
+    for bad in (["a"], [1.5], [(1, "x")], [True]):
+        with pytest.raises(
+            ValueError, match=r"sweep: seeds: a seed must be an int in \[0, 2\*\*31\)"
+        ):
+            ex.sweep(MODEL, (X, Y), seeds=bad, **KW)
 
 
 def test_four_host_devices_give_the_same_results(res, tmp_path):

@@ -1,5 +1,7 @@
 """Layers: shape inference, numerics, jit/grad/vmap composition, errors."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -225,3 +227,106 @@ def test_stateless_model_keeps_two_function_contract(key):
     shape, params, state = lifted.init(key, (-1, 10))
     y, new_state = lifted.apply(params, state, jnp.ones((2, 10)))
     assert shape == (-1, 1) and y.shape == (2, 1) and new_state == state
+
+
+HUGE_SIZES = """
+import json, jax, jnn
+k = jax.random.key(0)
+cases = {
+    "Dense(2**62)": lambda: jnn.Dense(2**62).init(k, (-1, 3)),
+    "Dense(4) on 2**62 features": lambda: jnn.Dense(4).init(k, (-1, 2**62)),
+    "Dense(2**40)": lambda: jnn.Dense(2**40).init(k, (-1, 3)),
+    "Embedding(10**12, 8)": lambda: jnn.Embedding(10**12, 8).init(k, (-1, 5)),
+    "Conv(2**31)": lambda: jnn.Conv(2**31, (3, 3)).init(k, (-1, 8, 8, 3)),
+    "MultiHeadAttention head_dim": lambda: jnn.MultiHeadAttention(2, head_dim=2**40).init(
+        k, (-1, 4, 8)
+    ),
+    "BatchNorm(2**40 features)": lambda: jnn.BatchNorm().init(k, (-1, 2**40)),
+    "LSTM(2**40)": lambda: jnn.LSTM(2**40).init(k, (-1, 5, 3)),
+    "serial(Dense(3), Dense(2**40))": lambda: jnn.serial(jnn.Dense(3), jnn.Dense(2**40)).init(
+        k, (-1, 3)
+    ),
+}
+out = {}
+for name, call in cases.items():
+    try:
+        call()
+        out[name] = "no error"
+    except ValueError as err:
+        out[name] = str(err)
+print(json.dumps(out))
+"""
+
+
+def test_huge_sizes_are_refused_at_init_not_by_an_abort():
+    """Sizes that overflow XLA's element count (SIGABRT) or exceed memory fail at init, named.
+
+    Run in a subprocess: should the check regress, XLA aborts that process, not pytest.
+    """
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", HUGE_SIZES], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, f"the interpreter died ({done.returncode}): {done.stderr[-2000:]}"
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (
+        "Dense(4611686018427387904).init: parameter 'w' of shape (3, 4611686018427387904)"
+        in (got["Dense(2**62)"])
+    )
+    assert "more than XLA can index" in got["Dense(2**62)"]
+    assert re.search(
+        r"Dense\(4\).init: input_shape of shape \(-1, 4611686018427387904\) holds .* elements "
+        r"per example .*more than the .* of memory",
+        got["Dense(4) on 2**62 features"],
+    )
+    assert re.search(
+        r"Dense\(1099511627776\).init: parameter 'w' of shape \(3, 1099511627776\) float32 "
+        r"needs 13194139533312 bytes \(12 TiB\), more than the [\d.]+ [GT]iB of memory",
+        got["Dense(2**40)"],
+    )
+    assert (
+        "parameter 'embedding' of shape (1000000000000, 8) float32 needs 32000000000000"
+        in (got["Embedding(10**12, 8)"])
+    )
+    layer = {
+        "Conv(2**31)": "Conv(2147483648, (3, 3)).init: parameter 'w'",
+        "MultiHeadAttention head_dim": "MultiHeadAttention(2).init: parameter 'query.w'",
+        "BatchNorm(2**40 features)": "BatchNorm.init: input_shape",
+        "LSTM(2**40)": "LSTM(1099511627776).init: parameter 'w_ih'",
+        "serial(Dense(3), Dense(2**40))": "Dense(1099511627776).init: parameter 'w'",
+    }
+    for name, prefix in layer.items():
+        assert got[name].startswith(prefix), (name, got[name])
+    assert all("Use smaller sizes" in message for message in got.values()), got
+
+
+def test_sizes_accept_numpy_ints_and_refuse_bools(key):
+    shape, params = jnn.Dense(np.int64(3)).init(key, (np.int32(-1), np.int64(4)))
+    assert shape == (-1, 3) and params["w"].shape == (4, 3)
+    assert (
+        jnn.layers.spec_of(jnn.Dense(np.int64(3))).config == jnn.layers.spec_of(jnn.Dense(3)).config
+    )  # numpy scalars are stored as Python numbers: one compiled program for both
+    drop = jnn.Dropout(np.float32(0.5))
+    y = drop.apply({}, jnp.ones((2, 8)), key=key, train=True)
+    assert set(np.unique(np.asarray(y))) <= {0.0, 2.0}
+    assert jnn.Conv(np.int64(2), (np.int64(3),), strides=np.int32(1)).init(key, (-1, 5, 1))[0] == (
+        -1,
+        5,
+        2,
+    )
+    for call, what in [
+        (lambda: jnn.FanOut(True), "FanOut: num"),
+        (lambda: jnn.Flatten(True), "Flatten: ndim"),
+        (lambda: jnn.Dense(True), "Dense: features"),
+        (lambda: jnn.Embedding(10, np.bool_(True)), "Embedding: features"),
+        (lambda: jnn.Conv(4, (3, True)), "Conv: kernel_size"),
+        (lambda: jnn.Dense(3).init(key, (-1, True)), r"Dense\(3\).init: every dimension"),
+        (lambda: jnn.Dropout(True), "Dropout: rate"),
+        (lambda: jnn.BatchNorm(momentum=True), "BatchNorm: momentum"),
+        (lambda: jnn.MultiHeadAttention(np.int64(2), head_dim=False), "head_dim"),
+    ]:
+        with pytest.raises(ValueError, match=what):
+            call()

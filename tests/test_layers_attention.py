@@ -162,3 +162,19 @@ def test_transformer_block_in_a_few_lines():
     out_shape, params = model.init(jax.random.key(0), (-1, 5))
     assert out_shape == (-1, 5, 10)
     assert model.apply(params, jnp.zeros((2, 5), jnp.int32)).shape == (2, 5, 10)
+
+
+def test_attention_refuses_rows_without_a_sequence_axis():
+    """After a Dense on (batch, features) rows, attention would mix the examples of a batch."""
+    model = jnn.serial(jnn.Dense(8), jnn.MultiHeadAttention(2))
+    with pytest.raises(ValueError, match=r"MultiHeadAttention\(2\).init: .*axis.*\(-1, 8\)"):
+        model.init(jax.random.key(0), (-1, 4))
+    with pytest.raises(ValueError, match="sequence axis"):
+        jnn.MultiHeadAttention(2).init(jax.random.key(0), ((-1, 4, 8), (-1, 8)))
+    # (batch, T, D) works, and so does one unbatched (T, D) sequence under vmap.
+    mha = jnn.MultiHeadAttention(2)
+    _, params = mha.init(jax.random.key(0), (-1, 3, 8))
+    x = jnp.asarray(_randn(1, (4, 3, 8)))
+    np.testing.assert_allclose(
+        jax.vmap(lambda e: mha.apply(params, e))(x), mha.apply(params, x), rtol=1e-5, atol=1e-5
+    )

@@ -74,3 +74,17 @@ def test_bad_arguments():
         jnn.summary(jnn.Relu, (-1, 3))
     with pytest.raises(ValueError, match="feature"):
         jnn.summary(jnn.Dense(2), (-1, -1))
+
+
+def test_jnn_summary_is_the_module_and_calls_the_function():
+    """jnn.summary(model, shape) works (README, DESIGN) and jnn.summary.Summary is reachable."""
+    import importlib
+
+    module = importlib.import_module("jnn.summary")
+    assert jnn.summary is module
+    s = jnn.summary(jnn.Dense(2), (-1, 3))
+    assert isinstance(s, jnn.summary.Summary) and isinstance(s.rows[0], jnn.summary.SummaryRow)
+    assert s == module.summary(jnn.Dense(2), (-1, 3)) and s.total_params == 8
+    assert jnn.summary.format_table(s.to_dict()) == str(s)
+    with pytest.raises(TypeError, match="summary: model"):
+        jnn.summary("not a model", (-1, 3))

@@ -144,6 +144,25 @@ def test_make_train_step_compiles_once_and_donates():
     chex.clear_trace_counter()
 
 
+def test_donation_never_deletes_the_callers_arrays_and_reuse_is_explained():
+    model = seed_model()
+    _, params = model.init(jax.random.key(0), (-1, 10))
+    key = jax.random.key(1)
+    state = jnn.TrainState.create(params, "adam", key=key)
+    step = jnn.make_train_step(model, "bce", "adam")
+    x, y = toy_data(32)
+    new_state, _ = step(state, (x, y))
+    # The state was donated; the params and key it was created from were not.
+    assert state.params["dense_0"]["w"].is_deleted()
+    assert model.apply(params, x).shape == (32, 1)
+    assert jax.random.normal(key, (2,)).shape == (2,)
+    again = jnn.TrainState.create(params, "adam", key=key)  # and can start another run
+    assert int(step(again, (x, y))[0].step) == 1
+    with pytest.raises(ValueError, match=r"already donated.*Pass the state the previous step"):
+        step(state, (x, y))
+    assert int(step(new_state, (x, y))[0].step) == 2
+
+
 def test_train_state_is_a_pytree_and_steps_compose_with_vmap():
     model = seed_model()
     keys = jax.random.split(jax.random.key(0), 4)
@@ -306,9 +325,17 @@ BAD_FIT = [
     (dict(data=(np.ones((0, 10)), np.ones((0, 1)))), ValueError, "empty"),
     (dict(batch_size=0), ValueError, "batch_size must be a positive int"),
     (dict(epochs=-1), ValueError, "epochs must be a positive int"),
-    (dict(data=(np.full((4, 10), np.nan), np.ones((4, 1)))), ValueError, "NaN/Inf.*index 0"),
+    (
+        dict(data=(np.full((4, 10), np.nan), np.ones((4, 1)))),
+        ValueError,
+        "NaN/Inf.*first at example 0",
+    ),
     (dict(data=(np.ones((4, 10)), np.full((4, 1), 2.0))), ValueError, r"labels in \[0, 1\]"),
-    (dict(data=(np.ones((4, 10)), np.ones((4,)))), ValueError, r"\(1, 1\) vs labels \(1,\)"),
+    (
+        dict(data=(np.ones((4, 10)), np.ones((4,)))),
+        ValueError,
+        r"predictions have shape \(4, 1\) but the labels y have shape \(4,\).*reshape\(4, 1\)",
+    ),
     (dict(data=np.ones((4, 10))), TypeError, "pair"),
     (dict(loss="bc"), ValueError, "Did you mean 'bce'"),
     (dict(optimizer="adamm"), ValueError, "Did you mean 'adam'"),

@@ -73,6 +73,40 @@ def test_checkpoint_every_and_keep(tmp_path):
     ]
 
 
+def test_corrupt_newest_checkpoint_with_keep_1_loses_nothing(tmp_path):
+    """A damaged file numbered after the run's: every save used to delete the file it wrote."""
+    junk = tmp_path / "epoch_000099.ckpt"
+    junk.write_bytes(b"JNNCKPT\n" + b"\x00" * 60)  # a damaged checkpoint, newest by number
+    with pytest.warns(UserWarning, match="leaving an unusable file alone"):
+        _fit(3, checkpoint_dir=tmp_path, checkpoint_keep=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_000003.ckpt", junk.name]
+    with pytest.warns(UserWarning) as warned:
+        resumed = _fit(4, checkpoint_dir=tmp_path, checkpoint_keep=1, resume=True)
+    assert "skipping unusable checkpoint" in str(warned[0].message)
+    assert resumed.history == _fit(4).history  # resumed from epoch 3, not retrained from 0
+
+
+@pytest.mark.parametrize("blocker", ["file", "directory"])
+def test_bad_checkpoint_dir_fails_before_training(tmp_path, blocker):
+    """checkpoint_dir is a file, or a directory sits where epoch 1's file goes: no epoch runs."""
+    if blocker == "file":
+        target = tmp_path / "ckpt"
+        target.write_text("not a directory")
+        match = "is a file, not a directory"
+    else:
+        target = tmp_path
+        (tmp_path / "epoch_000001.ckpt").mkdir()
+        match = "holds epoch_000001.ckpt, which is not a file"
+    epochs_run = []
+
+    def record(epoch, logs, state):
+        epochs_run.append(epoch)
+
+    with pytest.raises(ckpt.CheckpointError, match=match):
+        _fit(2, checkpoint_dir=target, callbacks=[record])
+    assert epochs_run == []  # refused before the first epoch, not after it
+
+
 def test_resume_without_checkpoint_starts_fresh(tmp_path):
     _assert_same_run(_fit(2, checkpoint_dir=tmp_path / "new", resume=True), _fit(2))
 

@@ -18,8 +18,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jnn._data import check_int, check_number, close_match
 from jnn._typing import ActivationLike, Array
-from jnn.layers._base import Layer, close_match, describe
+from jnn.layers._base import Layer, check_numeric, describe, normalize_shape
 
 #: Probability clipping used by sigmoid's gradient floor and by the BCE losses.
 EPS = 1e-7
@@ -129,14 +130,15 @@ def _elementwise(
     fn: Callable[[Array], Array], kind: str, config: dict[str, Any] | None = None
 ) -> Layer:
     """A parameter-free layer applying ``fn``, described as ``kind`` with ``config``."""
+    name = "".join(part.title() for part in kind.split("_"))  # "leaky_relu" -> "LeakyRelu"
 
     def init(key, input_shape):
         del key
-        return tuple(input_shape), {}
+        return normalize_shape(name, input_shape), {}
 
     def apply(params, x, *, key=None, train=False):
         del params, key, train
-        return fn(x)
+        return fn(check_numeric(name, x))
 
     return describe(Layer(init, apply), kind, config)
 
@@ -240,6 +242,7 @@ def Elu(alpha: float = 1.0) -> Layer:
       >>> jnn.Elu(alpha=2.0).apply({}, jnp.array([1.0, -100.0]))
       Array([ 1., -2.], dtype=float32)
     """
+    alpha = check_number("Elu", "alpha", alpha)
     return _elementwise(partial(jax.nn.elu, alpha=alpha), "elu", {"alpha": alpha})
 
 
@@ -257,6 +260,7 @@ def LeakyRelu(negative_slope: float = 0.01) -> Layer:
       >>> jnn.LeakyRelu(0.1).apply({}, jnp.array([-2.0, 3.0]))
       Array([-0.2,  3. ], dtype=float32)
     """
+    negative_slope = check_number("LeakyRelu", "negative_slope", negative_slope)
     return _elementwise(
         partial(jax.nn.leaky_relu, negative_slope=negative_slope),
         "leaky_relu",
@@ -320,6 +324,7 @@ def Softmax(axis: int = -1) -> Layer:
       >>> jnn.Softmax().apply({}, jnp.array([[0.0, 0.0]]))
       Array([[0.5, 0.5]], dtype=float32)
     """
+    axis = check_int("Softmax", "axis", axis)
     return _elementwise(partial(jax.nn.softmax, axis=axis), "softmax", {"axis": axis})
 
 
@@ -337,4 +342,5 @@ def LogSoftmax(axis: int = -1) -> Layer:
       >>> jnn.LogSoftmax().apply({}, jnp.array([[0.0, 0.0]]))
       Array([[-0.693..., -0.693...]], dtype=float32)
     """
+    axis = check_int("LogSoftmax", "axis", axis)
     return _elementwise(partial(jax.nn.log_softmax, axis=axis), "log_softmax", {"axis": axis})

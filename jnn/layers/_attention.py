@@ -12,6 +12,12 @@ Several inputs, one contract: a layer's input may be a tuple (as for
 
 So a self-attention layer drops into ``serial``/``residual`` as is, and
 cross-attention composes with ``FanOut``/``parallel`` or is called directly.
+
+``init`` needs a batch axis and a sequence axis, ``(batch, T, D)``: a model
+whose rows are ``(batch, features)`` has no sequence to attend over, and
+treating the batch as one would make each prediction depend on the rest of
+its batch. ``apply`` also takes a single unbatched sequence ``(T, D)``, which
+is what it sees under ``jax.vmap`` over examples.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import jax
 import jax.numpy as jnp
 from jax.nn import initializers
 
+from jnn._data import check_key, check_positive_int
 from jnn._typing import Array, ArrayLike, Params, PRNGKey, Shape
-from jnn.layers._base import Layer, check_inexact, describe, normalize_shape
+from jnn.layers._base import Layer, check_inexact, describe, init_param, normalize_shape
 
 Initializer = Callable[..., Array]
 _GLOROT_UNIFORM = initializers.glorot_uniform()
@@ -110,6 +117,9 @@ def MultiHeadAttention(
     Raises:
       ValueError: for inputs of the wrong rank, feature size, or mismatched
         batch axes, and masks of the wrong shape; messages give both shapes.
+        ``init`` refuses shapes without a sequence axis, such as ``(-1, D)``
+        rows after a ``Dense``: attention over them would let the examples of
+        a batch attend to each other.
 
     Example:
       >>> import jax, jax.numpy as jnp, jnn
@@ -122,27 +132,35 @@ def MultiHeadAttention(
       >>> cross.apply(p, (jnp.ones((3, 5, 8)), jnp.ones((3, 7, 6)))).shape
       (3, 5, 8)
     """
-    if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
-        raise ValueError(
-            f"MultiHeadAttention: num_heads must be a positive int, got {num_heads!r}."
-        )
-    for what, v in (("head_dim", head_dim), ("out_features", out_features)):
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise ValueError(f"MultiHeadAttention: {what} must be a positive int, got {v!r}.")
+    where = "MultiHeadAttention"
+    num_heads = check_positive_int(where, "num_heads", num_heads)
+    if head_dim is not None:
+        head_dim = check_positive_int(where, "head_dim", head_dim, hint=" or None")
+    if out_features is not None:
+        out_features = check_positive_int(where, "out_features", out_features, hint=" or None")
     name = f"MultiHeadAttention({num_heads})"
 
-    def dense(key: PRNGKey, d_in: int, d_out: int) -> Params:
-        p = {"w": kernel_init(key, (d_in, d_out), dtype)}
+    def dense(key: PRNGKey, what: str, d_in: int, d_out: int) -> Params:
+        p = {"w": init_param(name, f"{what}.w", kernel_init, key, (d_in, d_out), dtype)}
         if use_bias:
-            p["b"] = jnp.zeros((d_out,), dtype)
+            p["b"] = init_param(name, f"{what}.b", initializers.zeros, None, (d_out,), dtype)
         return p
 
-    def check_shapes(q: tuple, kv: tuple, mask: tuple | None) -> None:
+    def check_shapes(q: tuple, kv: tuple, mask: tuple | None, *, at_init: bool = False) -> None:
+        if at_init and (len(q) < 3 or len(kv) < 3):
+            raise ValueError(
+                f"{name}.init: expected input shapes (batch, T, D) with a sequence axis, got "
+                f"{q if len(q) < 3 else kv}. A 2-D (batch, features) input has no sequence: "
+                "attention would mix the examples of a batch. Give each example a sequence "
+                "axis, e.g. jnn.Reshape((T, D)) before this layer or x[:, None, :]."
+            )
         if len(q) < 2 or len(kv) != len(q) or not _same_batch(q[:-2], kv[:-2]):
             raise ValueError(
                 f"{name}: expected query (*batch, T, Dq) and key_value (*batch, S, Dkv) of "
                 f"rank >= 2 with the same batch axes, got {q} and {kv}."
             )
+        if 0 in (q[-2], kv[-2]):
+            raise ValueError(f"{name}: empty sequence: query {q} and key_value {kv}, T and S >= 1.")
         if mask is not None:
             want = (*q[:-1], kv[-2])
             if len(mask) != len(want) or not _same_batch(mask, want):
@@ -157,7 +175,7 @@ def MultiHeadAttention(
             q, kv, mask = input_shape, input_shape, None
         q, kv = normalize_shape(name, q), normalize_shape(name, kv)
         mask = None if mask is None else normalize_shape(name, mask)
-        check_shapes(q, kv, mask)
+        check_shapes(q, kv, mask, at_init=True)
         if q[-1] == -1 or kv[-1] == -1:
             raise ValueError(f"{name}.init: feature sizes must be known, got {q} and {kv}.")
         hd = head_dim
@@ -169,12 +187,12 @@ def MultiHeadAttention(
                 )
             hd = q[-1] // num_heads
         inner, d_out = num_heads * hd, out_features or q[-1]
-        kq, kk, kvv, ko = jax.random.split(key, 4)
+        kq, kk, kvv, ko = jax.random.split(check_key(f"{name}.init", key), 4)
         params = {
-            "query": dense(kq, q[-1], inner),
-            "key": dense(kk, kv[-1], inner),
-            "value": dense(kvv, kv[-1], inner),
-            "out": dense(ko, inner, d_out),
+            "query": dense(kq, "query", q[-1], inner),
+            "key": dense(kk, "key", kv[-1], inner),
+            "value": dense(kvv, "value", kv[-1], inner),
+            "out": dense(ko, "out", inner, d_out),
         }
         return (*q[:-1], d_out), params
 

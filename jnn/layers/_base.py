@@ -18,7 +18,6 @@ two-function contract exactly.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 from collections.abc import Callable, Iterable
@@ -28,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jnn._data import check_key
+from jnn._data import as_array, check_key, check_size, is_int
 from jnn._typing import Array, Params, PRNGKey, Shape, State
 
 
@@ -350,7 +349,12 @@ def split_key(key: PRNGKey | None, n: int, where: str = "layer") -> list[PRNGKey
 
 
 def normalize_shape(name: str, input_shape: Any) -> tuple[int, ...]:
-    """Validate an ``input_shape`` given to ``init``; ``None`` dims become ``-1``."""
+    """Validate an ``input_shape`` given to ``init``; ``None`` dims become ``-1``.
+
+    Dimensions may be Python or numpy ints (not bools); the known ones must not
+    describe more per-example elements than XLA can index or memory can hold
+    (:func:`jnn._data.check_size`).
+    """
     try:
         dims = tuple(input_shape)
     except TypeError:
@@ -362,14 +366,53 @@ def normalize_shape(name: str, input_shape: Any) -> tuple[int, ...]:
     for d in dims:
         if d is None:
             out.append(-1)
-        elif isinstance(d, (int,)) and not isinstance(d, bool) and (d > 0 or d == -1):
+        elif is_int(d) and (d > 0 or d == -1):
             out.append(int(d))
         else:
             raise ValueError(
                 f"{name}.init: every dimension of input_shape must be a positive int, "
                 f"or -1/None for an unknown batch size; got {input_shape!r}."
             )
-    return tuple(out)
+    shape = tuple(out)
+    check_size(f"{name}.init", "input_shape", shape)
+    return shape
+
+
+def init_param(
+    name: str,
+    what: str,
+    initializer: Callable[..., Array],
+    key: PRNGKey | None,
+    shape: Any,
+    dtype: Any,
+) -> Array:
+    """``initializer(key, shape, dtype)``, after checking the parameter fits in memory.
+
+    Every layer creates its parameters through this, so a size that would
+    overflow XLA's element count (which aborts the interpreter) or exceed the
+    device's memory is refused at ``init`` with the layer, the parameter, its
+    shape and its bytes (:func:`jnn._data.check_size`). Layer authors: call it
+    for every parameter and state array.
+
+    Args:
+      name: the layer, e.g. ``"Dense(4)"``.
+      what: the parameter's key, e.g. ``"w"``.
+      initializer: a ``jax.nn.initializers`` function ``(key, shape, dtype)``.
+      key: its PRNG key (None for initializers that ignore it, e.g. zeros).
+      shape: the parameter's shape.
+      dtype: its dtype.
+
+    Returns:
+      The new parameter.
+
+    Raises:
+      ValueError: if the parameter is too large.
+    """
+    shape = tuple(int(d) for d in shape)
+    check_size(f"{name}.init", f"parameter {what!r}", shape, dtype)
+    if key is not None:
+        key = check_key(f"{name}.init", key)
+    return initializer(key, shape, dtype)
 
 
 def feature_dim(name: str, input_shape: Shape, *, min_rank: int = 1) -> int:
@@ -387,28 +430,28 @@ def feature_dim(name: str, input_shape: Shape, *, min_rank: int = 1) -> int:
     return shape[-1]
 
 
+def check_numeric(name: str, x: Any, what: str = "input") -> Array:
+    """``x`` as a numeric ``jax.Array`` (bool, int, float), or a TypeError naming the layer."""
+    return jnp.asarray(as_array(name, what, x, complex_ok=True))
+
+
+def check_shapes(name: str, input_shape: Any) -> Any:
+    """A shape, or a (nested) tuple of shapes for several inputs, as tuples; else a TypeError."""
+    if (
+        isinstance(input_shape, (tuple, list))
+        and input_shape
+        and all(isinstance(s, (tuple, list)) for s in input_shape)
+    ):
+        return tuple(check_shapes(name, s) for s in input_shape)
+    return normalize_shape(name, input_shape)  # () included: the shape of a scalar
+
+
 def check_inexact(name: str, x: Any) -> Array:
     """``x`` as an array with a floating dtype, or a TypeError naming the layer."""
-    if not isinstance(x, jax.Array):
-        try:
-            host = np.asarray(x)
-        except Exception as err:  # ragged lists, exotic objects
-            raise TypeError(f"{name}: input could not be converted to an array: {err}") from None
-        if host.dtype.kind not in "biufc":
-            raise TypeError(
-                f"{name}: expected floating-point input, got dtype {host.dtype}"
-                + (" (strings: encode them as numbers first)." if host.dtype.kind in "USO" else ".")
-            )
-        x = jnp.asarray(host)
+    x = check_numeric(name, x)
     if not jnp.issubdtype(x.dtype, jnp.inexact):
         raise TypeError(
             f"{name}: expected floating-point input, got dtype {x.dtype} with shape "
             f"{tuple(x.shape)}. Cast it first, e.g. x.astype(jnp.float32)."
         )
     return x
-
-
-def close_match(name: str, options: Iterable[str]) -> str:
-    """A ``" Did you mean 'x'?"`` suffix for error messages, or ``""``."""
-    match = difflib.get_close_matches(name, list(options), n=1)
-    return f" Did you mean {match[0]!r}?" if match else ""

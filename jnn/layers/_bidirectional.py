@@ -11,13 +11,12 @@ from typing import Any, cast
 import jax
 import jax.numpy as jnp
 
-from jnn._data import check_key
+from jnn._data import check_key, close_match
 from jnn._typing import Params, PRNGKey
 from jnn.layers._base import (
     AnyLayer,
     Layer,
     _check_layer,
-    close_match,
     describe,
     normalize_shape,
     spec_of,

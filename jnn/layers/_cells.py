@@ -34,7 +34,7 @@ from jax.nn import initializers
 from jnn._data import check_key, check_positive_int
 from jnn._typing import ActivationLike, Array, Params, PRNGKey
 from jnn.layers._activations import get_activation
-from jnn.layers._base import Layer, check_inexact, describe, normalize_shape
+from jnn.layers._base import Layer, check_inexact, describe, init_param, normalize_shape
 
 Initializer = Callable[..., Array]
 #: Keras's defaults: glorot-uniform input kernels, orthogonal recurrent kernels.
@@ -60,11 +60,14 @@ class Recurrence(NamedTuple):
     state_is_pair: bool  # (h, c) rather than h
 
 
-def _kernels(key, in_dim, features, gates, kernel_init, recurrent_init, dtype) -> Params:
+def _kernels(name, key, in_dim, features, gates, kernel_init, recurrent_init, dtype) -> Params:
+    """The input and recurrent kernels, through init_param (sizes checked, named)."""
     k_in, k_rec = jax.random.split(key)
     return {
-        "w_ih": kernel_init(k_in, (in_dim, gates * features), dtype),
-        "w_hh": recurrent_init(k_rec, (features, gates * features), dtype),
+        "w_ih": init_param(name, "w_ih", kernel_init, k_in, (in_dim, gates * features), dtype),
+        "w_hh": init_param(
+            name, "w_hh", recurrent_init, k_rec, (features, gates * features), dtype
+        ),
     }
 
 
@@ -90,8 +93,9 @@ def simple_rnn(
 
     def init(key: PRNGKey, in_dim: int) -> Params:
         key, k_b = jax.random.split(key)
-        params = _kernels(key, in_dim, features, 1, kernel_init, recurrent_init, dtype)
-        params["b"] = bias_init(k_b, (features,), dtype)
+        name = f"SimpleRNN({features})"
+        params = _kernels(name, key, in_dim, features, 1, kernel_init, recurrent_init, dtype)
+        params["b"] = init_param(name, "b", bias_init, k_b, (features,), dtype)
         return params
 
     def step(params: Params, h: Array, xw: Array) -> tuple[Array, Array]:
@@ -113,8 +117,9 @@ def lstm(
 
     def init(key: PRNGKey, in_dim: int) -> Params:
         key, k_b = jax.random.split(key)
-        params = _kernels(key, in_dim, features, 4, kernel_init, recurrent_init, dtype)
-        b = bias_init(k_b, (4 * features,), dtype)
+        name = f"LSTM({features})"
+        params = _kernels(name, key, in_dim, features, 4, kernel_init, recurrent_init, dtype)
+        b = init_param(name, "b", bias_init, k_b, (4 * features,), dtype)
         if unit_forget_bias:  # Keras's unit_forget_bias: the forget gate starts open
             b = b.at[features : 2 * features].set(1.0)
         params["b"] = b
@@ -149,9 +154,10 @@ def gru(
 
     def init(key: PRNGKey, in_dim: int) -> Params:
         key, k_bi, k_bh = jax.random.split(key, 3)
-        params = _kernels(key, in_dim, features, 3, kernel_init, recurrent_init, dtype)
-        params["b_ih"] = bias_init(k_bi, (3 * features,), dtype)
-        params["b_hh"] = bias_init(k_bh, (3 * features,), dtype)
+        name = f"GRU({features})"
+        params = _kernels(name, key, in_dim, features, 3, kernel_init, recurrent_init, dtype)
+        params["b_ih"] = init_param(name, "b_ih", bias_init, k_bi, (3 * features,), dtype)
+        params["b_hh"] = init_param(name, "b_hh", bias_init, k_bh, (3 * features,), dtype)
         return params
 
     def step(params: Params, h: Array, xw: Array) -> tuple[Array, Array]:

@@ -12,12 +12,14 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from jnn._data import check_int, check_positive_int
 from jnn._typing import Params, PRNGKey, Shape, State
 from jnn.layers._base import (
     AnyLayer,
     Layer,
     StatefulLayer,
     _check_layer,
+    check_shapes,
     child_names,
     describe,
     is_stateful,
@@ -230,12 +232,11 @@ def FanOut(num: int) -> Layer:
       >>> jnn.FanOut(2).init(jax.random.key(0), (-1, 3))[0]
       ((-1, 3), (-1, 3))
     """
-    if not isinstance(num, int) or num < 1:
-        raise ValueError(f"FanOut: num must be a positive int, got {num!r}.")
+    num = check_positive_int("FanOut", "num", num, maximum=2**16)
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Any, Params]:
         del key
-        return (tuple(input_shape),) * num, {}
+        return (check_shapes("FanOut", input_shape),) * num, {}
 
     def apply(params: Params, x: Any, *, key=None, train=False):
         del params, key, train
@@ -261,13 +262,14 @@ def FanInSum() -> Layer:
 
     def init(key: PRNGKey, input_shape: Sequence[Shape]) -> tuple[Shape, Params]:
         del key
-        shapes = [normalize_shape("FanInSum", s) for s in input_shape]
+        shapes = _branch_shapes("FanInSum", input_shape)
         if any(s != shapes[0] for s in shapes):
             raise ValueError(f"FanInSum: all branches must have one shape, got {shapes}.")
         return shapes[0], {}
 
     def apply(params: Params, xs: Any, *, key=None, train=False):
         del params, key, train
+        _branches("FanInSum", xs)
         shapes = [jnp.shape(x) for x in xs]
         if any(s != shapes[0] for s in shapes):
             raise ValueError(f"FanInSum: all branches must have one shape, got {shapes}.")
@@ -294,24 +296,59 @@ def FanInConcat(axis: int = -1) -> Layer:
       (-1, 8)
     """
 
+    axis = check_int("FanInConcat", "axis", axis)
+    name = f"FanInConcat(axis={axis})"
+
     def init(key: PRNGKey, input_shape: Sequence[Shape]) -> tuple[Shape, Params]:
         del key
-        shapes = [list(normalize_shape("FanInConcat", s)) for s in input_shape]
-        ax = axis % len(shapes[0])
+        shapes = [list(s) for s in _branch_shapes(name, input_shape)]
+        rank = len(shapes[0])
+        if not -rank <= axis < rank or any(len(s) != rank for s in shapes):
+            raise ValueError(
+                f"{name}: expected branch shapes of one rank with an axis {axis}, got {shapes}."
+            )
+        ax = axis % rank
         out = list(shapes[0])
-        out[ax] = sum(s[ax] for s in shapes)
+        out[ax] = -1 if any(s[ax] == -1 for s in shapes) else sum(s[ax] for s in shapes)
         for s in shapes:
-            if len(s) != len(out) or s[:ax] + s[ax + 1 :] != out[:ax] + out[ax + 1 :]:
-                raise ValueError(
-                    f"FanInConcat(axis={axis}): shapes {shapes} differ off the concat axis."
-                )
+            if s[:ax] + s[ax + 1 :] != out[:ax] + out[ax + 1 :]:
+                raise ValueError(f"{name}: shapes {shapes} differ off the concat axis.")
         return tuple(out), {}
 
     def apply(params: Params, xs: Any, *, key=None, train=False):
         del params, key, train
+        _branches(name, xs)
         return jnp.concatenate(xs, axis=axis)
 
     return describe(Layer(init, apply), "fan_in_concat", {"axis": axis})
+
+
+def _branches(name: str, xs: Any) -> None:
+    """A fan-in's input must be a tuple (or list) of at least one branch."""
+    if isinstance(xs, (tuple, list)) and xs:
+        return
+    got = f"a {type(xs).__name__}"
+    if isinstance(xs, (tuple, list)):
+        got = f"an empty {type(xs).__name__}"
+    elif hasattr(xs, "shape"):
+        got += f" of shape {tuple(xs.shape)}"
+    raise ValueError(
+        f"{name}: expected a tuple of branches (e.g. from FanOut or parallel), got {got}."
+    )
+
+
+def _branch_shapes(name: str, input_shape: Any) -> list[tuple[int, ...]]:
+    """The normalized shapes of a fan-in's branches (a non-empty tuple of shapes)."""
+    if (
+        not isinstance(input_shape, (tuple, list))
+        or not input_shape
+        or not all(isinstance(s, (tuple, list)) for s in input_shape)
+    ):
+        raise ValueError(
+            f"{name}.init: input_shape must be a tuple of branch shapes such as "
+            f"((-1, 3), (-1, 5)), got {input_shape!r}."
+        )
+    return [normalize_shape(name, s) for s in input_shape]
 
 
 def _tuple_of(n: int, value: Any, what: str) -> tuple:

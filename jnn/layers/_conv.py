@@ -9,21 +9,21 @@ import jax.numpy as jnp
 from jax import lax
 from jax.nn import initializers
 
+from jnn._data import check_key, check_positive_int
 from jnn._typing import ActivationLike, Array, Params, PRNGKey, Shape
 from jnn.layers._activations import get_activation
-from jnn.layers._base import Layer, check_inexact, describe
+from jnn.layers._base import Layer, check_inexact, describe, init_param
 from jnn.layers._spatial import (
     Padding,
     check_padding,
     check_rank,
     dimension_numbers,
-    explicit_pads,
     fold_batch,
     int_tuple,
     spatial_and_channels,
     spatial_input_shape,
     unfold_batch,
-    window_out_size,
+    window_output,
 )
 
 Initializer = Callable[..., Array]
@@ -41,11 +41,6 @@ def _kernel_size(name: str, kernel_size: Sequence[int]) -> tuple[int, ...]:
     if nd not in (1, 2, 3):
         raise ValueError(f"{name}: only 1-D, 2-D and 3-D kernels are supported, got {kernel_size}.")
     return int_tuple(name, "kernel_size", kernel_size, nd)
-
-
-def _check_features(name: str, features: int) -> None:
-    if not isinstance(features, int) or isinstance(features, bool) or features < 1:
-        raise ValueError(f"{name}: features must be a positive int, got {features!r}.")
 
 
 def _check_channels(name: str, x: Array, nd: int, in_channels: int) -> None:
@@ -113,15 +108,14 @@ def Conv(
       (2, 14, 14, 8)
     """
     base = "Conv"
-    _check_features(base, features)
+    features = check_positive_int(base, "features", features)
     window = _kernel_size(base, kernel_size)
     nd = len(window)
     name = f"Conv({features}, {window})"
     strides_ = int_tuple(name, "strides", strides, nd)
     dilation_ = int_tuple(name, "dilation", dilation, nd)
     padding_ = check_padding(name, padding, nd)
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{name}: groups must be a positive int, got {groups!r}.")
+    groups = check_positive_int(name, "groups", groups)
     if features % groups:
         raise ValueError(f"{name}: features={features} is not divisible by groups={groups}.")
     act = get_activation(activation)
@@ -135,18 +129,12 @@ def Conv(
                 f"{name}.init: input channels {in_ch} (input_shape {shape}) are not divisible "
                 f"by groups={groups}."
             )
-        pads = explicit_pads(padding_, spatial, window, strides_, dilation_)
-        args = zip(spatial, window, strides_, dilation_, pads, strict=True)
-        out = tuple(window_out_size(*a) for a in args)
-        if min(out) < 1:
-            raise ValueError(
-                f"{name}.init: input_shape {shape} is too small for the kernel; the output "
-                f"spatial size would be {out}. Use padding='SAME' or a smaller kernel."
-            )
-        k_key, b_key = jax.random.split(key)
-        params = {"w": kernel_init(k_key, (*window, in_ch // groups, features), dtype)}
+        out = window_output(f"{name}.init", shape, spatial, window, strides_, dilation_, padding_)
+        k_key, b_key = jax.random.split(check_key(f"{name}.init", key))
+        w_shape = (*window, in_ch // groups, features)
+        params = {"w": init_param(name, "w", kernel_init, k_key, w_shape, dtype)}
         if use_bias:
-            params["b"] = bias_init(b_key, (features,), dtype)
+            params["b"] = init_param(name, "b", bias_init, b_key, (features,), dtype)
         return (*shape[: -nd - 1], *out, features), params
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
@@ -155,6 +143,7 @@ def Conv(
         w = params["w"]
         _check_channels(name, x, nd, w.shape[-2] * groups)
         xb, lead = fold_batch(x, nd)
+        window_output(name, x.shape, xb.shape[1:-1], window, strides_, dilation_, padding_)
         y = lax.conv_general_dilated(
             xb,
             w.astype(x.dtype),
@@ -230,7 +219,7 @@ def ConvTranspose(
       (2, 14, 14, 4)
     """
     base = "ConvTranspose"
-    _check_features(base, features)
+    features = check_positive_int(base, "features", features)
     window = _kernel_size(base, kernel_size)
     nd = len(window)
     name = f"ConvTranspose({features}, {window})"
@@ -258,10 +247,11 @@ def ConvTranspose(
         )
         if min(out) < 1:
             raise ValueError(f"{name}.init: input_shape {shape} gives an empty output {out}.")
-        k_key, b_key = jax.random.split(key)
-        params = {"w": kernel_init(k_key, (*window, in_ch, features), dtype)}
+        k_key, b_key = jax.random.split(check_key(f"{name}.init", key))
+        w_shape = (*window, in_ch, features)
+        params = {"w": init_param(name, "w", kernel_init, k_key, w_shape, dtype)}
         if use_bias:
-            params["b"] = bias_init(b_key, (features,), dtype)
+            params["b"] = init_param(name, "b", bias_init, b_key, (features,), dtype)
         return (*shape[: -nd - 1], *out, features), params
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):

@@ -9,10 +9,19 @@ import jax
 import jax.numpy as jnp
 from jax.nn import initializers
 
-from jnn._data import check_key
+from jnn._data import check_key, check_number, check_positive_int
 from jnn._typing import ActivationLike, Array, Params, PRNGKey, Shape
 from jnn.layers._activations import get_activation
-from jnn.layers._base import Layer, check_inexact, describe, feature_dim, normalize_shape
+from jnn.layers._base import (
+    Layer,
+    check_inexact,
+    check_numeric,
+    check_shapes,
+    describe,
+    feature_dim,
+    init_param,
+    normalize_shape,
+)
 
 Initializer = Callable[..., Array]
 _GLOROT_UNIFORM = initializers.glorot_uniform()  # Keras's default kernel initializer
@@ -44,9 +53,10 @@ def Dense(
       works on any leading batch dimensions.
 
     Raises:
-      ValueError: if ``features`` is not a positive int; from ``init``, if the
-        feature dimension is unknown; from ``apply``, if the input's last
-        dimension differs from the kernel's.
+      ValueError: if ``features`` is not a positive int (numpy ints are fine,
+        bools are not); from ``init``, if the feature dimension is unknown or
+        the kernel would not fit in memory; from ``apply``, if the input's
+        last dimension differs from the kernel's.
 
     Example:
       >>> import jax, jax.numpy as jnp, jnn
@@ -57,17 +67,16 @@ def Dense(
       >>> layer.apply(params, jnp.ones((2, 5, 3))).shape
       (2, 5, 4)
     """
-    if not isinstance(features, int) or isinstance(features, bool) or features < 1:
-        raise ValueError(f"Dense: features must be a positive int, got {features!r}.")
+    features = check_positive_int("Dense", "features", features)
     act = get_activation(activation)
     name = f"Dense({features})"
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
         in_dim = feature_dim(name, input_shape)
         k_key, b_key = jax.random.split(check_key(f"{name}.init", key))
-        params = {"w": kernel_init(k_key, (in_dim, features), dtype)}
+        params = {"w": init_param(name, "w", kernel_init, k_key, (in_dim, features), dtype)}
         if use_bias:
-            params["b"] = bias_init(b_key, (features,), dtype)
+            params["b"] = init_param(name, "b", bias_init, b_key, (features,), dtype)
         return (*normalize_shape(name, input_shape)[:-1], features), params
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
@@ -121,8 +130,8 @@ def Flatten(ndim: int | None = None) -> Layer:
       >>> jnn.Flatten(2).apply({}, jnp.ones((4, 5, 8, 3))).shape
       (4, 5, 24)
     """
-    if ndim is not None and (not isinstance(ndim, int) or ndim < 1):
-        raise ValueError(f"Flatten: ndim must be a positive int or None, got {ndim!r}.")
+    if ndim is not None:
+        ndim = check_positive_int("Flatten", "ndim", ndim, hint=" or None")
 
     def _split(shape: tuple[int, ...]) -> int:
         lead = 1 if ndim is None else len(shape) - ndim
@@ -141,7 +150,7 @@ def Flatten(ndim: int | None = None) -> Layer:
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
         del params, key, train
-        x = jnp.asarray(x)
+        x = check_numeric("Flatten", x)
         lead = _split(x.shape)
         return x.reshape(*x.shape[:lead], -1)
 
@@ -175,11 +184,10 @@ def Dropout(rate: float) -> Layer:
       >>> sorted({float(v) for v in y.ravel()}) in ([0.0, 2.0], [0.0], [2.0])
       True
     """
-    if not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-        raise ValueError(
-            f"Dropout: rate is the probability of dropping a unit and must be in [0, 1), "
-            f"got {rate!r}."
-        )
+    rate = check_number(
+        "Dropout", "rate", rate, low=0.0, high=1.0, high_open=True,
+        meaning="(the probability of dropping a unit) ",
+    )  # fmt: skip
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
         del key
@@ -187,6 +195,7 @@ def Dropout(rate: float) -> Layer:
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
         del params
+        x = check_numeric(f"Dropout(rate={rate})", x)
         if not train or rate == 0.0:
             return x
         if key is None:
@@ -216,7 +225,7 @@ def Identity() -> Layer:
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
         del key
-        return tuple(input_shape), {}
+        return check_shapes("Identity", input_shape), {}
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
         del params, key, train

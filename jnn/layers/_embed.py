@@ -9,17 +9,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax.nn import initializers
 
+from jnn._data import check_positive_int
 from jnn._typing import Array, Params, PRNGKey, Shape
-from jnn.layers._base import Layer, check_inexact, describe, feature_dim, normalize_shape
+from jnn.layers._base import (
+    Layer,
+    check_inexact,
+    check_numeric,
+    describe,
+    feature_dim,
+    init_param,
+    normalize_shape,
+)
 
 Initializer = Callable[..., Array]
 _NORMAL_1 = initializers.normal(stddev=1.0)
 _NORMAL_002 = initializers.normal(stddev=0.02)
-
-
-def _positive(name: str, what: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: {what} must be a positive int, got {value!r}.")
 
 
 def Embedding(
@@ -56,18 +60,19 @@ def Embedding(
       >>> emb.apply(params, jnp.array([[1, 2, 3]])).shape
       (1, 3, 4)
     """
-    _positive("Embedding", "num_embeddings", num_embeddings)
-    _positive("Embedding", "features", features)
+    num_embeddings = check_positive_int("Embedding", "num_embeddings", num_embeddings)
+    features = check_positive_int("Embedding", "features", features)
     name = f"Embedding({num_embeddings}, {features})"
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
         shape = normalize_shape(name, input_shape)
-        table = embedding_init(key, (num_embeddings, features), dtype)
+        table_shape = (num_embeddings, features)
+        table = init_param(name, "embedding", embedding_init, key, table_shape, dtype)
         return (*shape, features), {"embedding": table}
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
         del key, train
-        ids = jnp.asarray(x) if not isinstance(x, jax.core.Tracer) else x
+        ids = check_numeric(name, x, "ids")
         if not jnp.issubdtype(ids.dtype, jnp.integer):
             raise TypeError(
                 f"{name}: expected integer ids, got dtype {ids.dtype} with shape "
@@ -122,7 +127,7 @@ def PositionalEmbedding(
       >>> out_shape
       (-1, 12, 8)
     """
-    _positive("PositionalEmbedding", "max_length", max_length)
+    max_length = check_positive_int("PositionalEmbedding", "max_length", max_length)
     name = f"PositionalEmbedding({max_length})"
 
     def check(shape: tuple, features: int | None = None) -> None:
@@ -136,7 +141,8 @@ def PositionalEmbedding(
         shape = normalize_shape(name, input_shape)
         features = feature_dim(name, shape, min_rank=2)
         check(shape)
-        return shape, {"embedding": embedding_init(key, (max_length, features), dtype)}
+        table = init_param(name, "embedding", embedding_init, key, (max_length, features), dtype)
+        return shape, {"embedding": table}
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
         del key, train

@@ -9,7 +9,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.nn import initializers
 
+from jnn._data import check_number
 from jnn._typing import Array, Params, PRNGKey, Shape, State
 from jnn.layers._base import (
     Layer,
@@ -17,13 +19,13 @@ from jnn.layers._base import (
     check_inexact,
     describe,
     feature_dim,
+    init_param,
     normalize_shape,
 )
 
 
-def _check_eps(name: str, epsilon: float) -> None:
-    if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or epsilon <= 0:
-        raise ValueError(f"{name}: epsilon must be a positive float, got {epsilon!r}.")
+def _check_eps(name: str, epsilon: float) -> float:
+    return check_number(name, "epsilon", epsilon, low=0.0, low_open=True)
 
 
 def _check_features(name: str, x: Array, features: int) -> None:
@@ -39,12 +41,12 @@ def _row(v: Array, ndim: int) -> Array:
     return v.reshape((1,) * (ndim - 1) + (v.shape[-1],))
 
 
-def _affine_params(features: int, use_scale: bool, use_bias: bool, dtype) -> Params:
+def _affine_params(name: str, features: int, use_scale: bool, use_bias: bool, dtype) -> Params:
     params = {}
     if use_scale:
-        params["scale"] = jnp.ones((features,), dtype)
+        params["scale"] = init_param(name, "scale", initializers.ones, None, (features,), dtype)
     if use_bias:
-        params["bias"] = jnp.zeros((features,), dtype)
+        params["bias"] = init_param(name, "bias", initializers.zeros, None, (features,), dtype)
     return params
 
 
@@ -92,13 +94,13 @@ def LayerNorm(
       >>> round(float(y.mean()), 6), round(float(y.std()), 3)
       (0.0, 1.0)
     """
-    _check_eps("LayerNorm", epsilon)
+    epsilon = _check_eps("LayerNorm", epsilon)
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
         del key
         features = feature_dim("LayerNorm", input_shape)
         return normalize_shape("LayerNorm", input_shape), _affine_params(
-            features, use_scale, use_bias, dtype
+            "LayerNorm", features, use_scale, use_bias, dtype
         )
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
@@ -149,13 +151,13 @@ def RMSNorm(
       >>> rms.apply(params, jnp.array([[3.0, 4.0]]))
       Array([[0.8485..., 1.1313...]], dtype=float32)
     """
-    _check_eps("RMSNorm", epsilon)
+    epsilon = _check_eps("RMSNorm", epsilon)
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
         del key
         features = feature_dim("RMSNorm", input_shape)
         return normalize_shape("RMSNorm", input_shape), _affine_params(
-            features, use_scale, False, dtype
+            "RMSNorm", features, use_scale, False, dtype
         )
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
@@ -231,17 +233,17 @@ def BatchNorm(
       True
     """
     name = "BatchNorm"
-    if not isinstance(momentum, (int, float)) or isinstance(momentum, bool):
-        raise ValueError(f"{name}: momentum must be a float in [0, 1), got {momentum!r}.")
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"{name}: momentum must be in [0, 1), got {momentum!r}.")
-    _check_eps(name, epsilon)
+    momentum = check_number(name, "momentum", momentum, low=0.0, high=1.0, high_open=True)
+    epsilon = _check_eps(name, epsilon)
 
     def init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params, State]:
         del key
         features = feature_dim(name, input_shape)
-        state = {"mean": jnp.zeros((features,), dtype), "var": jnp.ones((features,), dtype)}
-        params = _affine_params(features, use_scale, use_bias, dtype)
+        state = {
+            "mean": init_param(name, "mean", initializers.zeros, None, (features,), dtype),
+            "var": init_param(name, "var", initializers.ones, None, (features,), dtype),
+        }
+        params = _affine_params(name, features, use_scale, use_bias, dtype)
         return normalize_shape(name, input_shape), params, state
 
     def apply(

@@ -8,8 +8,16 @@ from collections.abc import Callable, Sequence
 import jax.numpy as jnp
 from jax import lax
 
+from jnn._data import check_positive_int, is_int
 from jnn._typing import Array, Params, PRNGKey, Shape
-from jnn.layers._base import Layer, check_inexact, describe, normalize_shape, snake_case
+from jnn.layers._base import (
+    Layer,
+    check_inexact,
+    check_numeric,
+    describe,
+    normalize_shape,
+    snake_case,
+)
 from jnn.layers._spatial import (
     Padding,
     check_padding,
@@ -20,8 +28,10 @@ from jnn.layers._spatial import (
     spatial_and_channels,
     spatial_input_shape,
     unfold_batch,
-    window_out_size,
+    window_output,
 )
+
+_MAX_RANK = 32  # far beyond any real input; bounds the axes tuple built from spatial_dims
 
 
 def _pool(
@@ -47,15 +57,7 @@ def _pool(
         del key
         shape = spatial_input_shape(name, input_shape, nd, f"*spatial[{nd}], channels")
         spatial, _ = spatial_and_channels(shape, nd)
-        pads = explicit_pads(padding_, spatial, window, strides_, ones)
-        out = tuple(
-            window_out_size(*a) for a in zip(spatial, window, strides_, ones, pads, strict=True)
-        )
-        if min(out) < 1:
-            raise ValueError(
-                f"{name}.init: input_shape {shape} is smaller than the window; the output "
-                f"spatial size would be {out}."
-            )
+        out = window_output(f"{name}.init", shape, spatial, window, strides_, ones, padding_)
         return (*shape[: -nd - 1], *out, shape[-1]), {}
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
@@ -63,6 +65,7 @@ def _pool(
         x = check_inexact(name, x)
         check_rank(name, x, nd, f"*spatial[{nd}], channels")
         xb, lead = fold_batch(x, nd)
+        window_output(name, x.shape, xb.shape[1:-1], window, strides_, ones, padding_)
         pads = explicit_pads(padding_, xb.shape[1:-1], window, strides_, ones)
         y = reduce(xb, (1, *window, 1), (1, *strides_, 1), ((0, 0), *pads, (0, 0)))
         return unfold_batch(y, lead)
@@ -147,9 +150,7 @@ def AvgPool(
 
 
 def _global(kind: str, spatial_dims: int, reduce: Callable) -> Layer:
-    if not isinstance(spatial_dims, int) or isinstance(spatial_dims, bool) or spatial_dims < 1:
-        raise ValueError(f"{kind}: spatial_dims must be a positive int, got {spatial_dims!r}.")
-    nd = spatial_dims
+    nd = check_positive_int(kind, "spatial_dims", spatial_dims, maximum=_MAX_RANK)
     name = f"{kind}(spatial_dims={nd})"
     axes = tuple(range(-nd - 1, -1))
 
@@ -232,17 +233,22 @@ def Reshape(target_shape: Sequence[int], *, ndim: int | None = None) -> Layer:
       >>> jnn.Reshape((2, -1), ndim=1).apply({}, jnp.ones((3, 4, 6))).shape
       (3, 4, 2, 3)
     """
-    target = tuple(target_shape)
+    try:
+        target = tuple(target_shape)
+    except TypeError:
+        target = ()
     if (
         not target
-        or any(not isinstance(d, int) or (d < 1 and d != -1) for d in target)
-        or target.count(-1) > 1
+        or any(not is_int(d) or (d < 1 and d != -1) for d in target)
+        or (target.count(-1) > 1)
     ):
         raise ValueError(
-            f"Reshape: target_shape must be positive ints with at most one -1, got {target!r}."
+            "Reshape: target_shape must be a tuple of positive ints with at most one -1, "
+            f"got {target_shape!r}."
         )
-    if ndim is not None and (not isinstance(ndim, int) or ndim < 1):
-        raise ValueError(f"Reshape: ndim must be a positive int or None, got {ndim!r}.")
+    target = tuple(int(d) for d in target)
+    if ndim is not None:
+        ndim = check_positive_int("Reshape", "ndim", ndim, hint=" or None")
     name = f"Reshape({target})"
 
     def resolve(shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
@@ -269,7 +275,7 @@ def Reshape(target_shape: Sequence[int], *, ndim: int | None = None) -> Layer:
 
     def apply(params: Params, x: Array, *, key: PRNGKey | None = None, train: bool = False):
         del params, key, train
-        x = jnp.asarray(x)
+        x = check_numeric(name, x)
         lead, out = resolve(tuple(x.shape))
         return x.reshape((*x.shape[:lead], *out))
 

@@ -21,14 +21,14 @@ from typing import Any
 import jax
 from jax import lax
 
-from jnn._data import check_key, check_positive_int
+from jnn._data import check_key, check_positive_int, close_match
 from jnn._typing import Params, PRNGKey, Shape, State
 from jnn.layers._base import (
     AnyLayer,
     Layer,
     StatefulLayer,
     _check_layer,
-    close_match,
+    check_numeric,
     describe,
     is_stateful,
     layer_kind,
@@ -220,6 +220,7 @@ def repeat(layer: AnyLayer, n: int) -> AnyLayer:
 
     def scan(params: Params, state: State | None, x: Any, key: PRNGKey | None, train: bool):
         keys = None if key is None else jax.random.split(check_key("repeat.apply", key), n)
+        x = jax.tree.map(lambda a: check_numeric(f"repeat({n})", a), x)  # arrays, one message
 
         def body(carry: Any, slices: tuple) -> tuple[Any, Any]:
             p, s, k = slices

@@ -13,6 +13,7 @@ from typing import Any
 
 from jax import lax
 
+from jnn._data import is_int
 from jnn._typing import Array, Shape
 from jnn.layers._base import normalize_shape
 
@@ -21,18 +22,18 @@ Padding = str | int | Sequence[tuple[int, int]]
 
 def int_tuple(name: str, what: str, value: Any, nd: int) -> tuple[int, ...]:
     """``value`` (an int or a length-``nd`` sequence of positive ints) as a tuple."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         value = (value,) * nd
     try:
         out = tuple(value)
     except TypeError:
         out = ()
-    if len(out) != nd or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in out):
+    if len(out) != nd or any(not is_int(v) or v < 1 for v in out):
         raise ValueError(
             f"{name}: {what} must be a positive int or a tuple of {nd} positive ints, "
             f"got {value!r}."
         )
-    return out
+    return tuple(int(v) for v in out)
 
 
 def check_padding(name: str, padding: Any, nd: int) -> str | tuple[tuple[int, int], ...]:
@@ -44,18 +45,18 @@ def check_padding(name: str, padding: Any, nd: int) -> str | tuple[tuple[int, in
                 f"pairs, got {padding!r}."
             )
         return padding.upper()
-    if isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0:
-        return ((padding, padding),) * nd
+    if is_int(padding) and padding >= 0:
+        return ((int(padding), int(padding)),) * nd
     try:
-        pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
+        pairs = tuple((lo, hi) for lo, hi in padding)
     except (TypeError, ValueError):
         pairs = ()
-    if len(pairs) != nd or any(lo < 0 or hi < 0 for lo, hi in pairs):
+    if len(pairs) != nd or any(not (is_int(v) and v >= 0) for pair in pairs for v in pair):
         raise ValueError(
             f"{name}: padding must be 'SAME', 'VALID', a non-negative int, or {nd} "
             f"non-negative (low, high) pairs, got {padding!r}."
         )
-    return pairs
+    return tuple((int(lo), int(hi)) for lo, hi in pairs)
 
 
 def spatial_input_shape(name: str, input_shape: Any, nd: int, channels: str) -> Shape:
@@ -83,11 +84,11 @@ def spatial_and_channels(shape: Shape, nd: int) -> tuple[tuple[int, ...], int]:
 
 
 def check_rank(name: str, x: Array, nd: int, channels: str) -> None:
-    """Refuse input with fewer than ``nd + 1`` axes."""
-    if x.ndim < nd + 1:
+    """Refuse input with fewer than ``nd + 1`` axes, or an empty spatial or channel axis."""
+    if x.ndim < nd + 1 or 0 in x.shape[x.ndim - nd - 1 :]:
         raise ValueError(
-            f"{name}: expected input of shape (*batch, {channels}) with rank >= {nd + 1}, "
-            f"got {tuple(x.shape)}."
+            f"{name}: expected input of shape (*batch, {channels}) with rank >= {nd + 1} and "
+            f"non-empty spatial and channel axes, got {tuple(x.shape)}."
         )
 
 
@@ -108,6 +109,33 @@ def window_out_size(
     """Output length of a strided, dilated window sliding over padded input."""
     effective = (window - 1) * dilation + 1
     return (size + pads[0] + pads[1] - effective) // stride + 1
+
+
+def window_output(
+    name: str,
+    shape: Sequence[Any],
+    spatial: Sequence[int],
+    window: Sequence[int],
+    strides: Sequence[int],
+    dilation: Sequence[int],
+    padding: str | tuple[tuple[int, int], ...],
+) -> tuple[int, ...]:
+    """The output spatial sizes of a window over ``spatial``; a ValueError if one is empty.
+
+    ``shape`` (the whole input shape) is named in the message. Shared by
+    convolutions and pooling, at ``init`` and at ``apply``: an input smaller
+    than the window gives an error, never a silently empty output.
+    """
+    pads = explicit_pads(padding, spatial, window, strides, dilation)
+    args = zip(spatial, window, strides, dilation, pads, strict=True)
+    out = tuple(window_out_size(*a) for a in args)
+    if min(out) < 1:
+        raise ValueError(
+            f"{name}: input of shape {tuple(shape)} is too small for the window "
+            f"{tuple(window)}: the output spatial size would be {out}, empty. Use "
+            "padding='SAME' or a smaller window."
+        )
+    return out
 
 
 def explicit_pads(

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jnn._reduce import ShapeMismatchError
 from jnn._typing import State
 from jnn.layers._base import AnyLayer, StatefulLayer
 
@@ -130,6 +131,8 @@ def _trace_shape(where, model, params, model_state, loss_fn, metric_fns, x, y):
 
     try:
         out = traced(where, model, params, model_state, x.shape[1:], probe, xb, yb)
+    except ShapeMismatchError as err:  # traced on one row: name the real shapes
+        raise ValueError(_label_shape_message(where, err, x.shape[0], y.shape)) from None
     except TypeError as err:
         if "weights" in str(err) and "unexpected keyword" in str(err):
             raise TypeError(
@@ -139,6 +142,24 @@ def _trace_shape(where, model, params, model_state, loss_fn, metric_fns, x, y):
             ) from None
         raise
     return tuple(jax.tree.leaves(out)[0].shape)
+
+
+def _label_shape_message(where: str, err: ShapeMismatchError, n: int, y_shape: tuple) -> str:
+    """The loss's shape mismatch, with the data's shapes instead of the one-row probe's."""
+    pred = (n, *err.pred_shape[1:])
+    if pred == (*y_shape, 1):
+        fix = f"Reshape the labels: y = y.reshape({n}, 1) (or y[:, None])."
+    elif y_shape == (*pred, 1):
+        fix = "Drop the labels' last axis: y = y.squeeze(-1)."
+    elif int(np.prod(y_shape)) == int(np.prod(pred)):
+        fix = f"Reshape the labels: y = y.reshape{pred}."
+    else:
+        fix = f"Give labels of shape {pred}, or a model whose output matches y."
+    return (
+        f"{where}: {err.name}: the model's predictions have shape {pred} but the labels y "
+        f"have shape {tuple(y_shape)}; jnn never broadcasts them against each other (an "
+        f"(N, 1) output and (N,) labels would silently give an (N, N) loss). {fix}"
+    )
 
 
 __all__ = ["check_model_state", "check_params", "check_trace", "traced"]

@@ -7,12 +7,14 @@ import signal
 import sys
 import threading
 import time
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from jnn._data import check_int, check_number
 from jnn._typing import Params, State
 from jnn.train._state import TrainState
 
@@ -100,6 +102,34 @@ class FitResult(NamedTuple):
     def model_state(self) -> State:
         """Non-trainable model state (BatchNorm statistics); ``{}`` when stateless."""
         return self.state.model_state
+
+
+def check_options(
+    where: str, early_stopping: Any, callbacks: Any, verbose: Any, shuffle: Any
+) -> int:
+    """``fit``'s early_stopping, callbacks, verbose and shuffle, checked before any tracing.
+
+    Returns:
+      ``verbose`` as an int (a bool counts as 0 or 1).
+    """
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"{where}: shuffle must be True or False, got {shuffle!r}.")
+    if early_stopping is not None:
+        if not isinstance(early_stopping, EarlyStopping):
+            raise TypeError(
+                f"{where}: early_stopping must be a jnn.EarlyStopping, e.g. "
+                f"EarlyStopping(monitor='val_loss', patience=5), got {early_stopping!r}."
+            )
+        check_int(f"{where}: early_stopping", "patience", early_stopping.patience, minimum=0)
+        check_number(f"{where}: early_stopping", "min_delta", early_stopping.min_delta, low=0.0)
+    if not isinstance(callbacks, (list, tuple)) or not all(callable(c) for c in callbacks):
+        raise TypeError(
+            f"{where}: callbacks must be a list of functions cb(epoch, logs, state), got "
+            f"{callbacks!r}."
+        )
+    if isinstance(verbose, (bool, np.bool_)):
+        return int(verbose)
+    return check_int(where, "verbose", verbose, minimum=0, maximum=2)
 
 
 class Stopper:
@@ -196,4 +226,12 @@ class SigintFlag:
         return False
 
 
-__all__ = ["Callback", "EarlyStopping", "FitResult", "Progress", "SigintFlag", "Stopper"]
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "FitResult",
+    "Progress",
+    "SigintFlag",
+    "Stopper",
+    "check_options",
+]

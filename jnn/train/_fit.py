@@ -16,9 +16,9 @@ from jax.sharding import Mesh
 from jnn import checkpoint as _checkpoint
 from jnn import distributed as _distributed
 from jnn import losses as _losses
-from jnn._data import check_key, check_labels, check_positive_int, check_xy
+from jnn._data import check_key, check_labels, check_positive_int, check_xy, close_match
 from jnn._typing import ArrayLike, Params, PRNGKey, State
-from jnn.layers._base import AnyLayer, _check_layer, close_match, stateful
+from jnn.layers._base import AnyLayer, _check_layer, stateful
 from jnn.train._checks import check_model_state, check_trace
 from jnn.train._control import (
     Callback,
@@ -27,11 +27,12 @@ from jnn.train._control import (
     Progress,
     SigintFlag,
     Stopper,
+    check_options,
 )
 from jnn.train._epoch import ArrayEpoch, EpochSpec, compiled_eval
 from jnn.train._logs import resolve_metrics
 from jnn.train._state import TrainState, fresh_state, get_optimizer
-from jnn.train._step import NanGuard
+from jnn.train._step import NanGuard, is_deleted
 from jnn.train._stream import StreamEpoch, Validated, default_put, evaluate_stream, stream_source
 
 
@@ -182,7 +183,10 @@ def fit(
     smodel = stateful(model)
     model_state = check_model_state(where, model, model_state)
     plan = _distributed._plan(where, mesh, param_sharding)
-    source = stream_source(where, data, steps_per_epoch, sample_weight=sample_weight, plan=plan)
+    source = stream_source(
+        where, data, steps_per_epoch, sample_weight=sample_weight, plan=plan,
+        steps_name="steps_per_epoch",
+    )  # fmt: skip
     x, y, w = check_xy(where, data, weights=sample_weight) if source is None else source.first
     epochs = check_positive_int(where, "epochs", epochs)
     n = x.shape[0] if plan is None else plan.global_rows(where, x.shape[0])
@@ -199,16 +203,16 @@ def fit(
     metric_fns = resolve_metrics(metrics, loss_fn)
     checkpoint_every = check_positive_int(where, "checkpoint_every", checkpoint_every)
     guard = NanGuard.check_mode(where, on_nan)
-    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
-        raise TypeError(
-            f"{where}: checkpoint_dir must be a path, got {type(checkpoint_dir).__name__}."
-        )
+    verbose = check_options(where, early_stopping, callbacks, verbose, shuffle)
+    if checkpoint_dir is not None:  # a file, or a directory under a checkpoint's name: now
+        _checkpoint.check_directory(checkpoint_dir, where=where)  # not after an epoch
     if resume and checkpoint_dir is None:
         raise ValueError(f"{where}: resume=True needs checkpoint_dir= to resume from.")
     val: tuple[Any, ...] | None = None
     val_source = stream_source(
-        f"{where}: validation_data", validation_data, validation_steps, plan=plan
-    )
+        f"{where}: validation_data", validation_data, validation_steps, plan=plan,
+        steps_name="validation_steps",
+    )  # fmt: skip
     if validation_data is not None and val_source is None:
         val = check_xy(f"{where}: validation_data", validation_data)
 
@@ -295,7 +299,7 @@ def fit(
                     break
     except KeyboardInterrupt:
         # Raised by a callback or a second Ctrl-C: keep the last completed epoch if intact.
-        if any(_is_deleted(a) for a in jax.tree.leaves(state)) or done == 0:
+        if any(is_deleted(a) for a in jax.tree.leaves(state)) or done == 0:
             raise
         save(state, done)
         warnings.warn(
@@ -351,10 +355,6 @@ def _resume(where, directory, template, history_keys):
             f"records {sorted(history_keys)}; resume with the same metrics and validation_data."
         )
     return ckpt.state, ckpt.epoch, {k: ckpt.history[k] for k in history_keys}
-
-
-def _is_deleted(leaf: Any) -> bool:
-    return isinstance(leaf, jax.Array) and leaf.is_deleted()
 
 
 __all__ = ["fit"]

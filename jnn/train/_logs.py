@@ -41,6 +41,13 @@ def resolve_metrics(metrics: Sequence[Any], loss_fn: Callable | None) -> MetricF
     """``((name, fn), ...)`` for names or functions; accuracy thresholds follow the loss."""
     if isinstance(metrics, (str,)) or callable(metrics):
         metrics = [metrics]
+    if not isinstance(metrics, (list, tuple)) or not all(
+        isinstance(m, str) or callable(m) for m in metrics
+    ):
+        raise TypeError(
+            f"metrics must be a list of metric names or functions, e.g. ['accuracy'], got "
+            f"{metrics!r}."
+        )
     from_logits = loss_fn in _losses.LOGIT_LOSSES
     names = metric_names(metrics)
     return tuple(

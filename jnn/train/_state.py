@@ -14,9 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jnn._data import check_key
+from jnn._data import check_key, check_number, close_match
 from jnn._typing import Array, Params, PRNGKey, State
-from jnn.layers._base import close_match
 
 
 class TrainState(NamedTuple):
@@ -65,7 +64,10 @@ class TrainState(NamedTuple):
           learning_rate: for an optimizer given by name.
 
         Returns:
-          A :class:`TrainState` at step 0.
+          A :class:`TrainState` at step 0. It holds copies of ``params``,
+          ``model_state`` and ``key``: a donating step (see
+          :func:`jnn.make_train_step`) consumes the state, never the arrays you
+          passed.
 
         Raises:
           ValueError: for an unknown optimizer name or a bad learning rate.
@@ -79,13 +81,8 @@ class TrainState(NamedTuple):
           (0, {})
         """
         tx = get_optimizer(optimizer, learning_rate)
-        return cls(
-            params=params,
-            opt_state=tx.init(params),
-            step=jnp.zeros((), jnp.int32),
-            key=check_key("TrainState.create", key),
-            model_state={} if model_state is None else model_state,
-        )
+        key = check_key("TrainState.create", key)
+        return fresh_state(tx)(params, None, key, {} if model_state is None else model_state)
 
 
 OPTIMIZERS: dict[str, tuple[Callable[..., optax.GradientTransformation], float]] = {
@@ -135,13 +132,10 @@ def get_optimizer(
                 f"Unknown optimizer {optimizer!r}.{close_match(optimizer, OPTIMIZERS)} Known: "
                 f"{', '.join(OPTIMIZERS)}; or pass any optax.GradientTransformation."
             )
-        bad_rate = isinstance(learning_rate, bool) or not (
-            learning_rate is None
-            or callable(learning_rate)  # an optax schedule
-            or (isinstance(learning_rate, (int, float)) and learning_rate > 0)
-        )
-        if bad_rate:
-            raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
+        if learning_rate is not None and not callable(learning_rate):  # not an optax schedule
+            learning_rate = check_number(
+                "get_optimizer", "learning_rate", learning_rate, low=0.0, low_open=True
+            )
         return _named_optimizer(optimizer, learning_rate)
     if isinstance(optimizer, optax.GradientTransformation):
         if learning_rate is not None:

@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import optax
 
 from jnn import losses as _losses
+from jnn._data import close_match
 from jnn._typing import Array, ArrayLike, Params
-from jnn.layers._base import AnyLayer, StatefulLayer, _check_layer, close_match, stateful
+from jnn.layers._base import AnyLayer, StatefulLayer, _check_layer, stateful
 from jnn.train._logs import MetricFns, batch_logs, resolve_metrics
 from jnn.train._state import TrainState, get_optimizer
 
@@ -232,7 +233,9 @@ def make_train_step(
       learning_rate: for an optimizer given by name.
       metrics: names or functions computed on the step's predictions.
       donate: donate the input state's buffers to the output (the input state
-        must not be used again). Saves a copy of params and optimizer state.
+        must not be used again: doing so is a ``ValueError`` saying so). Saves
+        a copy of params and optimizer state. :meth:`TrainState.create` copies
+        what it is given, so the arrays you built the state from stay usable.
 
     Returns:
       ``step(state, batch)``, where ``batch`` is ``(x, y)`` or
@@ -264,7 +267,34 @@ def make_train_step(
         state, logs, _ = pure(state, batch[0], batch[1], batch[2] if len(batch) == 3 else None)
         return state, logs
 
-    return jax.jit(step, donate_argnums=(0,) if donate else ())
+    compiled = jax.jit(step, donate_argnums=(0,) if donate else ())
+    if not donate:
+        return compiled
+
+    @functools.wraps(step)
+    def donating_step(state: TrainState, batch: Batch):
+        try:
+            return compiled(state, batch)
+        except Exception as err:  # a donated (deleted) input fails inside jax: say so
+            leaves = jax.tree_util.tree_leaves_with_path(state)
+            gone = [jax.tree_util.keystr(p) for p, a in leaves if is_deleted(a)]
+            if not gone:
+                raise
+            raise ValueError(
+                f"step: the state passed in was already donated to an earlier step (its buffer "
+                f"{gone[0]} is deleted): donation reuses the input state's memory for the "
+                "output. Pass the state the previous step returned (state, logs = step(state, "
+                "batch)), or build the step with donate=False to keep inputs alive."
+            ) from err
+
+    return donating_step
+
+
+def is_deleted(leaf: Any) -> bool:
+    """A concrete array whose buffer was donated (a tracer has none)."""
+    return (
+        isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and leaf.is_deleted()
+    )
 
 
 __all__ = [
@@ -274,6 +304,7 @@ __all__ = [
     "NanGuard",
     "NonFiniteError",
     "as_model",
+    "is_deleted",
     "make_train_step",
     "pure_step",
 ]

@@ -140,11 +140,13 @@ class Source:
         return it if self.steps is None else itertools.islice(it, self.steps)
 
 
-def stream_source(where, data, steps, *, sample_weight=None, arity=2, plan=None):
+def stream_source(
+    where, data, steps, *, sample_weight=None, arity=2, plan=None, steps_name="steps"
+):  # fmt: skip
     """A :class:`Source` when ``data`` is a batch stream, else None."""
     if data is None or not (is_stream(data) if arity == 2 else is_x_stream(data)):
         if steps is not None:
-            raise ValueError(f"{where}: steps per epoch are only for a stream of batches.")
+            raise ValueError(f"{where}: {steps_name} is only for a stream of batches.")
         return None
     if plan is not None:
         raise ValueError(
@@ -157,7 +159,7 @@ def stream_source(where, data, steps, *, sample_weight=None, arity=2, plan=None)
             "in its batches, as (x, y, weights)."
         )
     if steps is not None:
-        steps = check_positive_int(where, "steps", steps)
+        steps = check_positive_int(where, steps_name, steps)
     return Source(where, data, steps=steps, arity=arity)
 
 

@@ -30,6 +30,7 @@ import optax
 
 from jnn._typing import Array
 from jnn.layers._base import StatefulLayer
+from jnn.train._cache import program_cache
 from jnn.train._logs import MetricFns, Sums, batch_logs
 from jnn.train._shuffle import permutation
 from jnn.train._state import TrainState
@@ -260,20 +261,20 @@ def epoch_fn(spec: EpochSpec) -> Callable:
     return epoch
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache
 def compiled_epoch(spec: EpochSpec) -> Callable:
     """:func:`epoch_fn`, jitted with the state donated (cached, so a second ``fit`` with
     the same model and settings reuses the compilation)."""
     return jax.jit(epoch_fn(spec), donate_argnums=(0,))
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache
 def compiled_eval(model, loss_fn, metric_fns, batch_size, plan=None) -> Callable:
     """:func:`eval_fn`, jitted (cached)."""
     return jax.jit(eval_fn(model, loss_fn, metric_fns, batch_size, plan))
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache
 def compiled_split_epoch(spec: EpochSpec) -> _Parts:
     """The epoch of :func:`epoch_fn` as several calls (``steps`` on a slice of the
     order at a time): the same steps, bit for bit."""

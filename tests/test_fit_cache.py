@@ -59,9 +59,8 @@ def test_logits_accuracy_is_one_object_so_fit_reuses_its_epoch(compiles):
 
 
 def _mlp(width=4, activation="relu", rate=0.0):
-    return jnn.serial(
-        jnn.Dense(width, activation=activation), jnn.Dropout(rate), jnn.Dense(1, activation="sigmoid")
-    )
+    hidden = jnn.Dense(width, activation=activation)
+    return jnn.serial(hidden, jnn.Dropout(rate), jnn.Dense(1, activation="sigmoid"))
 
 
 FIT = dict(loss="bce", epochs=2, batch_size=8, metrics=["accuracy"], verbose=0)
@@ -99,7 +98,8 @@ def test_only_epochs_or_verbose_changing_compiles_nothing(compiles, capsys):
     _, params = model.init(jax.random.key(0), (-1, 3))
     jnn.fit(model, params, _data(), key=jax.random.key(1), **FIT)
     before = compiles.count
-    res = jnn.fit(model, params, _data(), key=jax.random.key(1), **{**FIT, "epochs": 3, "verbose": 2})
+    more = {**FIT, "epochs": 3, "verbose": 2}
+    res = jnn.fit(model, params, _data(), key=jax.random.key(1), **more)
     assert compiles.count == before and len(res.history["loss"]) == 3
 
 

@@ -202,5 +202,10 @@ def test_every_constructor_argument_is_described(name):
 
 
 def test_structure_key_tells_equal_values_of_other_types_apart():
-    assert structure_key(jnn.LeakyRelu(1)) != structure_key(jnn.LeakyRelu(1.0))
-    assert structure_key(jnn.LeakyRelu(0.5)) == structure_key(jnn.LeakyRelu(0.5))
+    def scale(factor):  # factor * an int32 input: int32 for 2, float32 for 2.0
+        layer = jnn.Layer(lambda key, shape: (tuple(shape), {}), lambda p, x, **kw: factor * x)
+        return jnn.layers.describe(layer, "scale", {"factor": factor})
+
+    assert 2 == 2.0 and structure_key(scale(2)) != structure_key(scale(2.0))
+    assert structure_key(scale(True)) != structure_key(scale(1))
+    assert structure_key(scale(2.0)) == structure_key(scale(2.0))

@@ -13,18 +13,16 @@ description covers everything its ``init`` and ``apply`` close over (see
 before. Losses, metrics and optimizers are keyed by identity; names resolve to one
 object each (``get_optimizer("adam", 1e-3)`` is always the same transformation).
 
-Across processes: :func:`compile_cache` turns on JAX's persistent compilation cache.
+Across processes: :func:`jnn.compile_cache` (:mod:`jnn._compile_cache`) turns on JAX's
+persistent compilation cache.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from jnn.layers._base import Layer, StatefulLayer, structure_key
@@ -96,97 +94,4 @@ def clear_programs() -> None:
         clear()
 
 
-# --------------------------------------------------------------------------- across processes
-
-ENV_VAR = "JNN_COMPILE_CACHE"
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/jnn/xla`` (``~/.cache/jnn/xla``); ``%LOCALAPPDATA%\\jnn\\xla`` on
-    Windows; ``~/Library/Caches/jnn/xla`` on macOS."""
-    if os.name == "nt":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif os.uname().sysname == "Darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "jnn" / "xla"
-
-
-def compile_cache(path: str | os.PathLike[str] | None = None) -> Path | None:
-    """Turn on JAX's persistent compilation cache, so a new process reuses compilations.
-
-    The first ``fit`` of a script compiles its programs (most of the time to result
-    on small data); with the cache on, a later run of the same script (same
-    programs, same jax/jaxlib, same device) loads them from disk instead. Nothing is
-    changed on ``import jnn``: call this (the CLI and the examples do), or set the
-    environment variable ``JNN_COMPILE_CACHE`` to a folder and call it without a path.
-
-    The cache is JAX's own: each entry is keyed by a hash of the program (its
-    StableHLO), the compile options, the jax and jaxlib versions and the device kind,
-    so a changed program, an upgrade or another device simply misses. Every program
-    is cached, however small (``jax_persistent_cache_min_compile_time_secs=0``,
-    ``jax_persistent_cache_min_entry_size_bytes=0``). To clear it, delete the folder
-    (e.g. ``rm -rf ~/.cache/jnn/xla``); it is recreated when needed.
-
-    A folder that cannot be created or written gives a warning and leaves the cache
-    off (compiling as usual); an unreadable or corrupted entry is a miss: JAX warns
-    and compiles the program again.
-
-    Args:
-      path: the cache folder. None: ``$JNN_COMPILE_CACHE`` if set, else the user's
-        cache folder (``~/.cache/jnn/xla`` on Linux, ``~/Library/Caches/jnn/xla`` on
-        macOS, ``%LOCALAPPDATA%\\jnn\\xla`` on Windows).
-
-    Returns:
-      The folder in use, or None when it could not be used (after a warning).
-
-    Example:
-      >>> import tempfile, jnn
-      >>> folder = jnn.compile_cache(tempfile.mkdtemp())
-      >>> folder.is_dir()
-      True
-    """
-    import jax
-
-    if path is None:
-        path = os.environ.get(ENV_VAR) or default_cache_dir()
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(
-            f"compile_cache: path must be a folder (str or os.PathLike) or None, got "
-            f"{type(path).__name__}."
-        )
-    folder = Path(path).expanduser()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".jnn-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        warnings.warn(
-            f"compile_cache: cannot use {str(folder)!r} as a compilation cache ({err}); "
-            "compiling without a persistent cache. Pass a writable folder, or set "
-            f"{ENV_VAR}.",
-            stacklevel=2,
-        )
-        return None
-    jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    _reset_jax_cache()
-    return folder
-
-
-def _reset_jax_cache() -> None:
-    """JAX sets its cache up once, on the first compile: a folder given later (or changed)
-    needs that setup redone. Best effort: older/newer JAX without the hook still works
-    for a folder set before the first compile."""
-    try:
-        from jax._src import compilation_cache as cc
-
-        cc.reset_cache()
-    except Exception:  # pragma: no cover - a JAX without the private hook
-        pass
-
-
-__all__ = ["MODELS", "PROGRAMS", "canonical", "clear_programs", "compile_cache", "program_cache"]
+__all__ = ["MODELS", "PROGRAMS", "canonical", "clear_programs", "program_cache"]

@@ -51,8 +51,8 @@ def compile_cache(path: str | os.PathLike[str] | None = None) -> Path | None:
 
     Args:
       path: the cache folder. None: ``$JNN_COMPILE_CACHE`` if set (``off``: do
-        nothing), else the user's cache folder (``~/.cache/jnn/xla`` on Linux, ``~/Library/Caches/jnn/xla`` on
-        macOS, ``%LOCALAPPDATA%\\jnn\\xla`` on Windows).
+        nothing), else the user's cache folder (``~/.cache/jnn/xla`` on Linux,
+        ``~/Library/Caches/jnn/xla`` on macOS, ``%LOCALAPPDATA%\\jnn\\xla`` on Windows).
 
     Returns:
       The folder in use, or None when it is turned off or could not be used (after a

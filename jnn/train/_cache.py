@@ -94,4 +94,69 @@ def clear_programs() -> None:
         clear()
 
 
-__all__ = ["MODELS", "PROGRAMS", "canonical", "clear_programs", "program_cache"]
+# --------------------------------------------------------------------------- compile less
+
+# XLA:CPU spends most of a small program's compile time in LLVM's optimization passes,
+# which a small epoch never earns back: measured on the seed workload (10-10-10-1 net,
+# 426 rows), ``xla_backend_optimization_level=0`` halves the epoch's compile time and
+# leaves 30 epochs as fast (matmuls and convolutions run in library kernels either
+# way). Used for array epochs of at most SMALL_EPOCH_FLOPS on a CPU.
+SMALL_EPOCH_FLOPS = 1e9
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def compiler_options(fast: bool) -> dict[str, Any] | None:
+    """The ``jax.jit(compiler_options=)`` of a program compiled fast, or None."""
+    return dict(FAST_COMPILE) if fast else None
+
+
+def small_epoch(model: Any, params: Any, model_state: Any, x: Any, plan: Any = None) -> bool:
+    """Whether an epoch of ``model`` over ``x`` is small enough to compile fast (CPU only).
+
+    A training step costs about 3 forward passes; the forward pass of one example is
+    XLA's cost analysis of the lowered (not compiled) model, remembered per model
+    structure and row shape. A quick bound first: every parameter is used at least
+    once per example, so ``6 * params * rows`` above the limit needs no lowering.
+    """
+    import jax
+
+    if plan is not None or jax.devices()[0].platform != "cpu":
+        return False
+    rows = x.shape[0]
+    size = sum(int(getattr(a, "size", 1)) for a in jax.tree.leaves(params))
+    if 6 * size * rows > SMALL_EPOCH_FLOPS:
+        return False
+    row = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
+    flops = _forward_flops(canonical(model), _spec_tree(params), _spec_tree(model_state), row)
+    return 0 < 3 * flops * rows <= SMALL_EPOCH_FLOPS
+
+
+def _spec_tree(tree: Any) -> Any:
+    """A hashable stand-in for a pytree of arrays: its structure and leaf shapes/dtypes."""
+    import jax
+
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((tuple(a.shape), str(a.dtype)) for a in leaves)
+
+
+@functools.lru_cache(maxsize=PROGRAMS)
+def _forward_flops(model: Any, params: Any, model_state: Any, row: Any) -> float:
+    import jax
+
+    def rebuild(spec: Any) -> Any:
+        treedef, leaves = spec
+        return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
+
+    try:
+        fn = lambda p, s, x: model.apply(p, s, x, train=False)[0]  # noqa: E731
+        lowered = jax.jit(fn).lower(rebuild(params), rebuild(model_state), row)
+        return float((lowered.cost_analysis() or {}).get("flops", 0.0))
+    except Exception:  # an estimate only: unknown means "not small"
+        return 0.0
+
+
+_clearers.append(_forward_flops.cache_clear)
+
+
+__all__ = ["MODELS", "PROGRAMS", "SMALL_EPOCH_FLOPS", "canonical", "clear_programs",
+           "compiler_options", "program_cache", "small_epoch"]  # fmt: skip

@@ -144,3 +144,21 @@ def test_undescribed_layers_are_cached_by_identity(compiles):
     x = np.ones((4, 2), "float32")
     np.testing.assert_allclose(jnn.predict(make(2.0), {}, x), 2 * x)
     np.testing.assert_allclose(jnn.predict(make(3.0), {}, x), 3 * x)
+
+
+def test_small_epochs_compile_fast_and_train_the_same(monkeypatch):
+    import jnn.train._cache as cache
+
+    model = _mlp(width=6)
+    _, params = model.init(jax.random.key(0), (-1, 3))
+    x, y = _data()
+    smodel = jnn.stateful(model)
+    assert cache.small_epoch(smodel, params, {}, x)
+    assert not cache.small_epoch(smodel, params, {}, np.zeros((10**7, 3), "float32"))
+    kwargs = dict(loss="bce", epochs=3, batch_size=8, key=jax.random.key(1), verbose=0)
+    fast = jnn.fit(model, params, (x, y), **kwargs)
+    monkeypatch.setattr(cache, "SMALL_EPOCH_FLOPS", 0)  # the reference: fully optimized
+    full = jnn.fit(model, params, (x, y), **kwargs)
+    np.testing.assert_allclose(fast.history["loss"], full.history["loss"], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 fast.params, full.params)  # fmt: skip

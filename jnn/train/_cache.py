@@ -35,6 +35,7 @@ MODELS = 256
 
 _lock = threading.Lock()
 _models: OrderedDict[Any, Any] = OrderedDict()
+_by_id: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
 _clearers: list[Callable[[], None]] = []
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,6 +46,9 @@ def canonical(model: Any) -> Any:
 
     Undescribed layers are keyed by identity, so they map to themselves.
     """
+    seen = _by_id.get(id(model))  # a model seen before: skip its structure key
+    if seen is not None and seen[0] is model:
+        return seen[1]
     key = (type(model), structure_key(model))
     with _lock:
         rep = _models.get(key)
@@ -54,6 +58,9 @@ def canonical(model: Any) -> Any:
                 _models.popitem(last=False)
         else:
             _models.move_to_end(key)
+        _by_id[id(model)] = (model, rep)  # holds the model, so its id stays its own
+        if len(_by_id) > MODELS:
+            _by_id.popitem(last=False)
     return rep
 
 
@@ -90,6 +97,7 @@ def clear_programs() -> None:
     """Forget every cached program and canonical model (the next fit compiles afresh)."""
     with _lock:
         _models.clear()
+        _by_id.clear()
     for clear in _clearers:
         clear()
 

@@ -49,7 +49,14 @@ from jnn._table import Table
 from jnn._typing import Array, ArrayLike, Params
 from jnn.layers._base import AnyLayer, _check_layer, is_stateful, stateful
 from jnn.train import TrainState, get_optimizer
-from jnn.train._internal import OPTIMIZERS, EpochSpec, check_trace, epoch_fn, resolve_metrics
+from jnn.train._internal import (
+    OPTIMIZERS,
+    EpochSpec,
+    check_trace,
+    epoch_fn,
+    program_cache,
+    resolve_metrics,
+)
 
 __all__ = [
     "Bootstrap",
@@ -704,7 +711,7 @@ def sweep(
     )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache
 def _traced_out_shape(smodel, loss_fn, metric_fns, x_spec, y_spec) -> tuple:
     """``fit``'s eager shape check (trace, never compile), cached per model and shapes."""
     x = jax.ShapeDtypeStruct(*x_spec)
@@ -714,7 +721,7 @@ def _traced_out_shape(smodel, loss_fn, metric_fns, x_spec, y_spec) -> tuple:
     return check_trace("sweep", smodel, params, model_state, loss_fn, metric_fns, x, y, None)
 
 
-@functools.lru_cache(maxsize=16)
+@program_cache
 def _compiled_sweep(
     smodel,
     loss_fn,
@@ -814,7 +821,7 @@ def _jaxpr_bytes(jaxpr: Any) -> int:
     return total
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache
 def _run_bytes(smodel, tx, loss_fn, x_spec, y_spec, num_examples, batch_size, history) -> int:
     """Memory one run needs: its states, a shuffled copy of the data, one step's values.
 

@@ -149,7 +149,7 @@ def eval_scan(model: StatefulLayer, loss_fn, metric_fns: MetricFns, masked: bool
             pred, _ = model.apply(params, model_state, xb, train=False)
             logs = batch_logs(loss_fn, metric_fns, pred, yb, wb)
             if masked:  # a skipped step: weight 0 (where, not a product: values may be NaN)
-                logs = {k: jnp.where(valid[0], v, jnp.zeros_like(v)) for k, v in logs.items()}
+                logs = jax.tree.map(lambda v: jnp.where(valid[0], v, jnp.zeros_like(v)), logs)
                 wb = jnp.where(valid[0], wb, jnp.zeros_like(wb))
             return sums.add(logs, wb), None
 

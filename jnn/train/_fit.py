@@ -30,7 +30,7 @@ from jnn.train._control import (
     check_options,
 )
 from jnn.train._epoch import ArrayEpoch, EpochSpec, compiled_eval
-from jnn.train._logs import resolve_metrics
+from jnn.train._logs import host_logs, resolve_metrics
 from jnn.train._state import TrainState, fresh_state, get_optimizer
 from jnn.train._step import NanGuard, is_deleted
 from jnn.train._stream import StreamEpoch, Validated, default_put, evaluate_stream, stream_source
@@ -278,7 +278,7 @@ def fit(
                         stacklevel=2,
                     )
                     break
-                logs = {k: float(logs[k]) for k in history_keys}  # "loss", then metrics
+                logs = host_logs(logs, history_keys)  # "loss", then metrics
                 for k, v in logs.items():
                     history[k].append(v)
                 done = epoch + 1

@@ -114,6 +114,35 @@ def finish_logs(logs: dict[str, Any]) -> dict[str, Array]:
     return {k: v.value() if isinstance(v, MetricState) else v for k, v in logs.items()}
 
 
+def lr_reader(learning_rate: Any, opt_state: Any) -> Callable[[Any], float] | None:
+    """``read(state) -> float``, the learning rate of the last step, or None when it is a
+    constant (then ``fit`` does not record it).
+
+    A schedule given as ``learning_rate`` (with an optimizer name) is evaluated at
+    the last step's count; an optimizer from ``optax.inject_hyperparams`` keeps its
+    ``learning_rate`` in its state, read there (any optax schedule works so).
+    """
+    import numpy as np
+    import optax
+
+    if callable(learning_rate):
+        return lambda state: float(learning_rate(np.maximum(np.asarray(state.step) - 1, 0)))
+    import jax
+
+    def get(opt_state: Any) -> Any:
+        return optax.tree_utils.tree_get(
+            opt_state, "learning_rate", filtering=lambda _, v: isinstance(v, jax.Array)
+        )
+
+    try:
+        found = get(opt_state)
+    except (KeyError, ValueError):  # several: ambiguous, so not recorded
+        found = None
+    if found is None or np.ndim(found) != 0:
+        return None
+    return lambda state: float(np.asarray(get(state.opt_state)))
+
+
 def host_logs(logs: dict[str, Any], keys: Sequence[str] | None = None) -> dict[str, Any]:
     """Fetched logs as history values: a float, or a numpy array (a confusion matrix)."""
     import numpy as np

@@ -75,6 +75,7 @@ _LAZY: dict[str, str] = {
     "StatefulLayer": "jnn.layers",
     "Tanh": "jnn.layers",
     "TrainState": "jnn.train",
+    "callbacks": "jnn.callbacks",
     "checkpoint": "jnn.checkpoint",
     "distributed": "jnn.distributed",
     "evaluate": "jnn.train",
@@ -97,7 +98,7 @@ _LAZY: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
-    from jnn import checkpoint, distributed, experiments, layers, losses, metrics
+    from jnn import callbacks, checkpoint, distributed, experiments, layers, losses, metrics
     from jnn.layers import (
         GRU,
         LSTM,

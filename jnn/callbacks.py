@@ -54,6 +54,16 @@ class CSVLogger:
 
     Raises:
       ValueError: if ``path`` is a directory.
+
+    Example:
+      >>> import tempfile, os, jnn
+      >>> log = jnn.callbacks.CSVLogger(os.path.join(tempfile.mkdtemp(), "log.csv"))
+      >>> log(0, {"loss": 0.5, "auc": 0.75})
+      >>> log(1, {"loss": 0.25, "auc": 0.875})
+      >>> print(log.path.read_text().strip())
+      epoch,loss,auc
+      0,0.5,0.75
+      1,0.25,0.875
     """
 
     def __init__(self, path: str | os.PathLike, separator: str = ","):
@@ -90,6 +100,14 @@ class TensorBoard:
     Raises:
       ValueError: if ``log_dir`` is an existing file.
       ImportError: without ``tensorboardX`` (``pip install jnn[logs]``).
+
+    Example:
+      >>> import tempfile, jnn
+      >>> tb = jnn.callbacks.TensorBoard(tempfile.mkdtemp())
+      >>> tb(0, {"loss": 0.5, "auc": 0.75})   # what fit(callbacks=[tb]) does per epoch
+      >>> tb.close()
+      >>> any(p.name.startswith("events.out.tfevents") for p in tb.log_dir.iterdir())
+      True
     """
 
     def __init__(self, log_dir: str | os.PathLike):
@@ -118,6 +136,9 @@ class TensorBoard:
 
         Run ``i`` goes to ``log_dir/run_<i>[_<hparam>=<value>...][_fold<k>]``, so
         TensorBoard shows the runs side by side.
+
+        Args:
+          result: the sweep's result.
 
         Returns:
           The run directories, in run order.

@@ -66,7 +66,14 @@ class Metric(NamedTuple):
     logits: Any = None
 
     def merge(self, a: Any, b: Any) -> Any:
-        """The state of the data of ``a`` and of ``b`` together (their sum)."""
+        """The state of the data of ``a`` and of ``b`` together (their sum).
+
+        Args:
+          a, b: two states of this metric.
+
+        Returns:
+          Their leaf-wise sum.
+        """
         return jax.tree.map(jnp.add, a, b)
 
     def __call__(
@@ -388,6 +395,13 @@ def Recall(
 ) -> Metric:
     """Recall, ``tp / (tp + fn)`` from weighted counts; options as :func:`Precision`.
 
+    Args:
+      threshold: binary predictions above it are positive (on probabilities).
+      average: ``"binary"``, or ``"macro"``, ``"micro"``, ``"weighted"`` for
+        ``(N, C)`` predictions.
+      num_classes: the number of classes, needed for a multi-class ``average``.
+      from_logits: None follows the loss in ``fit``; True or False fixes it.
+
     Returns:
       The :class:`Metric` (history key ``"recall"``, or ``"recall_macro"``...).
 
@@ -408,6 +422,13 @@ def F1(
     from_logits: bool | None = None,
 ) -> Metric:
     """F1, ``2 tp / (2 tp + fp + fn)`` from weighted counts; options as :func:`Precision`.
+
+    Args:
+      threshold: binary predictions above it are positive (on probabilities).
+      average: ``"binary"``, or ``"macro"``, ``"micro"``, ``"weighted"`` for
+        ``(N, C)`` predictions.
+      num_classes: the number of classes, needed for a multi-class ``average``.
+      from_logits: None follows the loss in ``fit``; True or False fixes it.
 
     ``average="macro"`` averages over the classes seen in labels or predictions,
     ``"weighted"`` by class support, ``"micro"`` pools the counts (scikit-learn's
@@ -484,6 +505,9 @@ def _pairs(name: str, pred: Array, labels: Array, weights: Any):
 def MAE() -> Metric:
     """Mean absolute error, weighted (history key ``"mae"``).
 
+    Returns:
+      The :class:`Metric` (the state: the weighted sum of errors and of weights).
+
     Example:
       >>> import jax.numpy as jnp, jnn
       >>> float(jnn.metrics.MAE()(jnp.array([1.0, 2.0]), jnp.array([0.0, 0.0])))
@@ -495,6 +519,9 @@ def MAE() -> Metric:
 @functools.lru_cache(maxsize=8)
 def RMSE() -> Metric:
     """Root mean squared error over the whole data (not a mean of batch RMSEs): ``"rmse"``.
+
+    Returns:
+      The :class:`Metric` (the state: the weighted sum of squared errors and of weights).
 
     Example:
       >>> import jax.numpy as jnp, jnn
@@ -511,6 +538,9 @@ def R2() -> Metric:
     Every output value counts as one observation of one variable (scikit-learn's
     ``r2_score`` for a single output). The state is the weighted sums of ``1, y,
     y**2`` and the squared residuals.
+
+    Returns:
+      The :class:`Metric`.
 
     Example:
       >>> import jax.numpy as jnp, jnn

@@ -76,7 +76,7 @@ class CSVLogger:
     def __call__(self, epoch: int, logs: dict[str, Any], state: Any = None) -> None:
         fresh = self._keys is None and (epoch == 0 or not self.path.exists())
         if self._keys is None:
-            self._keys = list(logs)
+            self._keys = [k for k in logs if k != "steps"]  # log_every's series: not a row
         with self.path.open("w" if fresh else "a", newline="") as f:
             out = csv.writer(f, delimiter=self.separator)
             if fresh:
@@ -88,11 +88,13 @@ class CSVLogger:
 class TensorBoard:
     """Write the epoch's scalars to TensorBoard event files under ``log_dir``.
 
-    Every scalar in the logs (loss, metrics, ``val_*``, ``lr``) is written with the
-    epoch (from 0) as its step; an array-valued metric (a confusion matrix) is
-    written as text. Events are flushed every epoch. Uses ``tensorboardX`` (no
-    TensorFlow); view with ``tensorboard --logdir <log_dir>``. For a sweep, see
-    :meth:`write_sweep` (one run directory per run).
+    Every scalar in the logs (loss, metrics, ``val_*``, ``lr``) is written with
+    the epoch (from 0) as its step; with ``fit(log_every=k)`` the per-step loss
+    and learning rate go to ``step/loss`` and ``step/lr`` at their global steps;
+    an array-valued metric (a confusion matrix) is written as text. Events are
+    flushed every epoch. Uses ``tensorboardX`` (no TensorFlow); view with
+    ``tensorboard --logdir <log_dir>``. For a sweep, see :meth:`write_sweep`
+    (one run directory per run).
 
     Args:
       log_dir: the directory (created if missing; it must not be a file).
@@ -185,7 +187,15 @@ def _summary_writer(path: Path) -> Any:
 
 
 def _write_epoch(writer: Any, epoch: int, logs: dict[str, Any]) -> None:
+    steps = logs.get("steps")
+    if isinstance(steps, dict):  # fit(log_every=k): the epoch's per-step series
+        for i, step in enumerate(np.asarray(steps["step"]).tolist()):
+            writer.add_scalar("step/loss", float(steps["loss"][i]), step)
+            if np.isfinite(steps["lr"][i]):
+                writer.add_scalar("step/lr", float(steps["lr"][i]), step)
     for key, value in logs.items():
+        if key == "steps":
+            continue
         a = np.asarray(value)
         if a.ndim == 0:
             writer.add_scalar(key, float(a), epoch)

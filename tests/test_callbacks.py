@@ -114,3 +114,39 @@ def test_log_dir_that_is_a_file_raises(tmp_path):
     with pytest.raises(ValueError, match="is a directory"):
         CSVLogger(tmp_path)
     assert jnn.callbacks.EarlyStopping is jnn.EarlyStopping
+
+
+def test_log_every_collects_step_losses_inside_the_scan(problem, tmp_path):
+    model, params, x, y = problem
+    schedule = optax.exponential_decay(0.1, 2, 0.5)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=schedule)
+    seen = []
+    kw = {"loss": "bce_with_logits", "optimizer": tx, "key": jax.random.key(1), "verbose": 0,
+          "shuffle": False, "log_every": 2}  # fmt: skip
+    tb = TensorBoard(tmp_path / "tb")
+    record = lambda epoch, logs, state: seen.append(logs["steps"])  # noqa: E731
+    res = jnn.fit(model, params, (x, y), batch_size=20, epochs=2, callbacks=[record, tb], **kw)
+    tb.close()
+    assert "steps" not in res.history
+    # The reference: the same steps by hand with make_train_step.
+    step = jnn.make_train_step(model, "bce_with_logits", tx)
+    state = jnn.TrainState.create(params, tx, key=jax.random.key(1))
+    losses = []
+    for _ in range(2):
+        for i in range(0, 120, 20):
+            state, logs = step(state, (x[i : i + 20], y[i : i + 20]))
+            losses.append(float(logs["loss"]))
+    got = np.concatenate([s["loss"] for s in seen])
+    np.testing.assert_allclose(got, np.reshape(losses, (-1, 2)).mean(1), rtol=1e-5)
+    assert np.concatenate([s["step"] for s in seen]).tolist() == [1, 3, 5, 7, 9, 11]
+    np.testing.assert_allclose(seen[0]["lr"], [schedule(s) for s in (1, 3, 5)], rtol=1e-6)
+    # A stream of the same batches gives the same series; TensorBoard holds it.
+    batches = [(x[i : i + 20], y[i : i + 20]) for i in range(0, 120, 20)]
+    jnn.fit(model, params, batches, epochs=1, steps_per_call=4, callbacks=[record], **kw)
+    np.testing.assert_allclose(seen[-1]["loss"], seen[0]["loss"], rtol=1e-6)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("step/loss")] == [1, 3, 5, 7, 9, 11]
+    np.testing.assert_allclose([e.value for e in events.Scalars("step/loss")], got, rtol=1e-6)
+    with pytest.raises(ValueError, match="log_every"):
+        jnn.fit(model, params, iter(batches), epochs=1, **kw)

@@ -30,7 +30,7 @@ import optax
 
 from jnn._typing import Array
 from jnn.layers._base import StatefulLayer
-from jnn.train._logs import MetricFns, Sums, batch_logs
+from jnn.train._logs import MetricFns, StepTrace, Sums, batch_logs
 from jnn.train._shuffle import permutation
 from jnn.train._state import TrainState
 from jnn.train._step import GuardState, NanGuard, pure_step
@@ -125,7 +125,7 @@ def train_scan(step: Callable, guard: NanGuard, masked: bool, plan: Any = None):
             state, logs, wb_used, g = guard.step(step, state, xb, yb, wb, g)
             if plan is not None:
                 state = plan.constrain_state(state)
-            return state, sums.add(logs, wb_used), g
+            return state, sums.add(logs, wb_used, state.opt_state), g
 
         if masked:
             carry = jax.lax.cond(valid[0], run, lambda *carry: carry, state, sums, g)
@@ -204,6 +204,7 @@ class EpochSpec(NamedTuple):
     validate: bool
     on_nan: str | None = None
     plan: Any = None
+    log_every: int | None = None  # fit(log_every=): per-step loss in the carry (StepTrace)
 
 
 class _Parts(NamedTuple):
@@ -226,6 +227,8 @@ def _parts(spec: EpochSpec) -> _Parts:
         state, order = begin_epoch(state, x.shape[0], spec.batch_size, spec.shuffle)
         xs, ys, ws = Gather(x, y, w, spec.plan)(order[:1])
         sums = zero_sums(lambda s: step(s, xs[0], ys[0], ws[0])[1], state)
+        if spec.log_every is not None:
+            sums = sums._replace(trace=StepTrace.zeros(order.shape[0], spec.log_every))
         return state, order, sums, guard.init()
 
     def steps(state: TrainState, sums: Sums, g: GuardState, x, y, w, slots):

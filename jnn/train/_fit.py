@@ -29,8 +29,8 @@ from jnn.train._control import (
     Stopper,
     check_options,
 )
-from jnn.train._epoch import ArrayEpoch, EpochSpec, compiled_eval
-from jnn.train._logs import host_logs, lr_reader, resolve_metrics
+from jnn.train._epoch import ArrayEpoch, EpochSpec, compiled_eval, num_batches
+from jnn.train._logs import host_logs, lr_reader, resolve_metrics, step_logs
 from jnn.train._state import TrainState, fresh_state, get_optimizer
 from jnn.train._step import NanGuard, is_deleted
 from jnn.train._stream import StreamEpoch, Validated, default_put, evaluate_stream, stream_source
@@ -67,6 +67,7 @@ def fit(
     validation_steps: int | None = None,
     mesh: Mesh | str | None = None,
     param_sharding: str | None = None,
+    log_every: int | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data = (x, y)``; each epoch is one compiled call.
 
@@ -161,6 +162,15 @@ def fit(
       param_sharding: with a mesh, ``"replicated"`` (default) or ``"fsdp"``:
         params and optimizer state split along the data axis (each leaf along
         its largest divisible dimension), for models too big to replicate.
+
+      log_every: record the training loss every this many steps (the weighted
+        mean of each window of ``log_every`` steps) and the learning rate of the
+        window's last step, collected inside the compiled epoch (an array in the
+        scan's carry, no host callback per step) and handed to callbacks once per
+        epoch as ``logs["steps"]`` (``{"step", "loss", "lr"}`` arrays, ``step``
+        the global index of each window's last step): :class:`jnn.callbacks.
+        TensorBoard` writes them. Not in the history. For a stream, its length
+        must be known (``len(data)`` or ``steps_per_epoch``).
 
     Returns:
       A :class:`FitResult` with ``.params``, ``.opt_state``, ``.model_state``,
@@ -266,9 +276,17 @@ def fit(
     read_lr = lr_reader(learning_rate, state.opt_state)
     if read_lr is not None:  # a schedule: the last step's rate, per epoch
         history_keys.append("lr")
+    steps_per_epoch_ = num_batches(n, batch_size) if source is None else source.length
+    if log_every is not None:
+        log_every = check_positive_int(where, "log_every", log_every)
+        if steps_per_epoch_ is None:
+            raise ValueError(
+                f"{where}: log_every needs the stream's length: pass steps_per_epoch= (or a "
+                "data stream with len())."
+            )
     runner = _epoch_runner(
         where, smodel, loss_fn, tx, metric_fns, batch_size, shuffle, on_nan, plan, state,
-        (x, y, w), source, val, val_source, steps_per_call,
+        (x, y, w), source, val, val_source, steps_per_call, log_every,
     )  # fmt: skip
     history: dict[str, list[float]] = {k: [] for k in history_keys}
     done = 0  # completed epochs
@@ -304,6 +322,9 @@ def fit(
                         stacklevel=2,
                     )
                     break
+                steps = None
+                if log_every is not None:
+                    steps = step_logs(logs, epoch, steps_per_epoch_, log_every, learning_rate)
                 logs = host_logs(logs, logged_keys)  # "loss", then metrics
                 if read_lr is not None:
                     logs["lr"] = read_lr(state)
@@ -314,8 +335,9 @@ def fit(
                 stop = stopper is not None and stopper.update(
                     epoch, logs[stopper.config.monitor], state
                 )
+                cb_logs = logs if steps is None else {**logs, "steps": steps}
                 for cb in callbacks:
-                    stop = bool(cb(epoch, logs, state)) or stop
+                    stop = bool(cb(epoch, cb_logs, state)) or stop
                 if stop or sigint.flag or done % checkpoint_every == 0 or done == epochs:
                     save(state, done)
                 if sigint.flag:
@@ -342,12 +364,14 @@ def fit(
 
 def _epoch_runner(
     where, model, loss_fn, tx, metric_fns, batch_size, shuffle, on_nan, plan, state, data,
-    source, val, val_source, steps_per_call,
+    source, val, val_source, steps_per_call, log_every=None,
 ):  # fmt: skip
     """``fit``'s epoch: ``runner(state, interrupted=, tick=) -> EpochOut``, for arrays or a
     stream, validated inside the compiled epoch (arrays) or after it (streams)."""
     fused_val = source is None and val_source is None and val is not None
-    spec = EpochSpec(model, loss_fn, tx, metric_fns, batch_size, shuffle, fused_val, on_nan, plan)
+    spec = EpochSpec(
+        model, loss_fn, tx, metric_fns, batch_size, shuffle, fused_val, on_nan, plan, log_every
+    )
     if source is None:
         xd, yd, wd = jax.device_put(data) if plan is None else plan.put_data(where, data)
         runner: Any = ArrayEpoch(spec, state, (xd, yd, wd), val, steps_per_call)
@@ -355,6 +379,7 @@ def _epoch_runner(
         runner = StreamEpoch(
             where=where, source=source, model=model, loss_fn=loss_fn, tx=tx,
             metric_fns=metric_fns, k=steps_per_call or 1, put=default_put(), on_nan=on_nan,
+            log_every=log_every,
         )  # fmt: skip
     if val_source is not None:
         k = steps_per_call or 1

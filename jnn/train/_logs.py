@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 
 from jnn import losses as _losses
 from jnn import metrics as _metrics
@@ -122,31 +124,34 @@ def lr_reader(learning_rate: Any, opt_state: Any) -> Callable[[Any], float] | No
     the last step's count; an optimizer from ``optax.inject_hyperparams`` keeps its
     ``learning_rate`` in its state, read there (any optax schedule works so).
     """
-    import numpy as np
-    import optax
-
     if callable(learning_rate):
         return lambda state: float(learning_rate(np.maximum(np.asarray(state.step) - 1, 0)))
-    import jax
-
-    def get(opt_state: Any) -> Any:
-        return optax.tree_utils.tree_get(
-            opt_state, "learning_rate", filtering=lambda _, v: isinstance(v, jax.Array)
-        )
-
-    try:
-        found = get(opt_state)
-    except (KeyError, ValueError):  # several: ambiguous, so not recorded
-        found = None
-    if found is None or np.ndim(found) != 0:
+    found = learning_rate_in(opt_state)
+    if found is None:
         return None
-    return lambda state: float(np.asarray(get(state.opt_state)))
+    return lambda state: float(np.asarray(learning_rate_in(state.opt_state)))
+
+
+def step_logs(
+    logs: dict[str, Any], epoch: int, steps_per_epoch: int, every: int, learning_rate: Any
+) -> dict[str, np.ndarray]:
+    """``{"step", "loss", "lr"}`` of an epoch's step trace, on the host: ``step`` is the
+    global index of each window's last step; ``lr`` is read from the optimizer state,
+    else the ``learning_rate`` schedule at that step, else the constant rate (or NaN)."""
+    loss = np.asarray(logs[STEP_LOSS])
+    last = np.minimum((np.arange(loss.shape[0]) + 1) * every, steps_per_epoch) - 1
+    step = epoch * steps_per_epoch + last
+    lr = np.asarray(logs[STEP_LR], np.float64)
+    if np.isnan(lr).all() and learning_rate is not None:
+        if callable(learning_rate):
+            lr = np.asarray([float(learning_rate(s)) for s in step])
+        else:
+            lr = np.full(loss.shape, float(learning_rate))
+    return {"step": step, "loss": loss, "lr": lr}
 
 
 def host_logs(logs: dict[str, Any], keys: Sequence[str] | None = None) -> dict[str, Any]:
     """Fetched logs as history values: a float, or a numpy array (a confusion matrix)."""
-    import numpy as np
-
     keys = list(logs) if keys is None else keys
     out = {}
     for k in keys:
@@ -155,12 +160,46 @@ def host_logs(logs: dict[str, Any], keys: Sequence[str] | None = None) -> dict[s
     return out
 
 
+class StepTrace(NamedTuple):
+    """Per-step training loss over an epoch, in windows of ``every`` steps (``log_every``).
+
+    Window ``i`` holds the weighted loss sum and weight of steps ``[i * every, (i + 1) *
+    every)``, and the learning rate of its last step when the optimizer state holds one
+    (``lr``, NaN otherwise). It rides in the scan carry: no host callback per step.
+    """
+
+    loss: Array  # (windows,) weighted loss sums
+    weight: Array  # (windows,)
+    lr: Array  # (windows,)
+    seen: Array  # steps added so far (int32)
+    every: Array  # steps per window (int32)
+
+    @classmethod
+    def zeros(cls, steps: int, every: int) -> StepTrace:
+        windows = -(-steps // every)
+        zeros = lambda: jnp.zeros((windows,), jnp.float32)  # noqa: E731  (distinct buffers:
+        nan = jnp.full((windows,), jnp.nan, jnp.float32)  # the carry is donated)
+        return cls(zeros(), zeros(), nan, jnp.int32(0), jnp.int32(every))
+
+    def add(self, loss: Array, total: Array, lr: Array | None) -> StepTrace:
+        i = self.seen // self.every
+        return StepTrace(
+            self.loss.at[i].add(loss * total),
+            self.weight.at[i].add(total),
+            self.lr if lr is None else self.lr.at[i].set(jnp.asarray(lr, jnp.float32)),
+            self.seen + 1,
+            self.every,
+        )
+
+
 class Sums(NamedTuple):
     """Weighted sums of batch logs over an epoch, and the total weight; stateful
-    metrics' states summed (a :class:`MetricState` per stateful metric)."""
+    metrics' states summed (a :class:`MetricState` per stateful metric); and, with
+    ``fit(log_every=k)``, the per-step loss in windows of k steps (:class:`StepTrace`)."""
 
     sums: dict[str, Any]
     weight: Array
+    trace: StepTrace | None = None
 
     @classmethod
     def zeros_like(cls, logs: dict[str, Any]) -> Sums:
@@ -168,9 +207,10 @@ class Sums(NamedTuple):
         zeros = jax.tree.map(lambda v: jnp.zeros(jnp.shape(v), v.dtype), logs)
         return cls(zeros, jnp.zeros(()))
 
-    def add(self, logs: dict[str, Any], w: Array) -> Sums:
+    def add(self, logs: dict[str, Any], w: Array, opt_state: Any = None) -> Sums:
         """Add a batch: its means are over weights ``w``, so they count ``sum(w)`` times;
-        its metric states add as they are."""
+        its metric states add as they are. A training step passes its ``opt_state``
+        (the learning rate of the step trace is read there)."""
         total = jnp.sum(w)
 
         def one(s: Any, v: Any) -> Any:
@@ -179,14 +219,38 @@ class Sums(NamedTuple):
             return s + v * total
 
         sums = {k: one(self.sums[k], v) for k, v in logs.items()}
-        return Sums(sums, self.weight + total)
+        trace = self.trace
+        if trace is not None:
+            trace = trace.add(logs["loss"], total, learning_rate_in(opt_state))
+        return Sums(sums, self.weight + total, trace)
 
     def mean(self) -> dict[str, Array]:
-        """The epoch's logs: weighted means over every example, stateful metrics' results."""
-        return {
+        """The epoch's logs: weighted means over every example, stateful metrics'
+        results, and with a step trace ``step_loss``/``step_lr`` (one per window)."""
+        logs = {
             k: v.value() if isinstance(v, MetricState) else v / jnp.maximum(self.weight, 1e-30)
             for k, v in self.sums.items()
         }
+        if self.trace is not None:
+            logs[STEP_LOSS] = self.trace.loss / jnp.maximum(self.trace.weight, 1e-30)
+            logs[STEP_LR] = self.trace.lr
+        return logs
+
+
+STEP_LOSS, STEP_LR = "step_loss", "step_lr"
+
+
+def learning_rate_in(opt_state: Any) -> Array | None:
+    """The scalar ``learning_rate`` an ``optax.inject_hyperparams`` state holds, or None."""
+    if opt_state is None:
+        return None
+    try:
+        found = optax.tree_utils.tree_get(
+            opt_state, "learning_rate", filtering=lambda _, v: isinstance(v, jax.Array)
+        )
+    except (KeyError, ValueError):  # several: ambiguous
+        return None
+    return None if found is None or jnp.ndim(found) != 0 else found
 
 
 __all__ = [
@@ -194,6 +258,11 @@ __all__ = [
     "MetricState",
     "Sums",
     "finish_logs",
+    "step_logs",
+    "learning_rate_in",
+    "StepTrace",
+    "STEP_LOSS",
+    "STEP_LR",
     "host_logs",
     "batch_logs",
     "metric_names",

@@ -291,3 +291,18 @@ def test_two_device_mesh_equals_one_device(tmp_path, trained):
     assert out.pop("devices") == 2
     for k, v in ev.items():
         np.testing.assert_allclose(out[k], v, rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+def test_names_and_make_train_step(trained):
+    assert M.get("top_3_accuracy") is M.TopKAccuracy(3)
+    assert M.get("pr_auc").name == "pr_auc" and M.get("r2") is M.R2()
+    with pytest.raises(ValueError, match="Known"):
+        M.get("top_k_acc")
+    model, params, x, y, _ = trained
+    step = jnn.make_train_step(model, "bce_with_logits", "sgd", metrics=["auc", "f1"],
+                               donate=False)  # fmt: skip
+    state = jnn.TrainState.create(params, "sgd", key=jax.random.key(0))
+    _, logs = step(state, (x, y))
+    p = np.asarray(model.apply(params, x))[:, 0]
+    assert abs(float(logs["auc"]) - skm.roc_auc_score(y[:, 0], p)) < 1e-3
+    np.testing.assert_allclose(float(logs["f1"]), skm.f1_score(y[:, 0], p > 0), rtol=1e-6)

@@ -1,0 +1,37 @@
+"""Many training runs as one compiled program: seeds x hyperparameters x data folds.
+
+:func:`sweep` trains every run in lockstep with ``jax.vmap`` over the very
+epoch function :func:`jnn.fit` compiles (shuffle, padded and masked batches,
+``lax.scan``), with all epochs in one ``lax.scan``. Each run is defined by
+
+- a seed: ``init_key, fit_key = run_keys(seed)``; the params are
+  ``model.init(init_key, ...)`` and ``fit_key`` is the ``key`` of :func:`jnn.fit`
+  (shuffling and dropout);
+- an optimizer hyperparameter setting, injected with
+  ``optax.inject_hyperparams`` so every run shares one compiled program;
+- a data fold, expressed as per-example weights (k-fold: 0/1 masks; bootstrap:
+  resample counts), so every run sees arrays of the same shapes.
+
+Run ``i`` therefore equals ``jnn.fit(model, data=data, **result.fit_args(i), ...)``
+done alone, to float tolerance. Runs go in chunks (``chunk_size``, by default
+sized from the memory one run needs) compiled once, and the run axis is sharded
+across devices when there are several.
+"""
+
+from jnn._table import Table
+from jnn.experiments._folds import Bootstrap, KFold, bootstrap_weights, kfold_weights
+from jnn.experiments._results import SweepResult
+from jnn.experiments._runs import Run, run_keys
+from jnn.experiments._sweep import sweep
+
+__all__ = [
+    "Bootstrap",
+    "KFold",
+    "Run",
+    "SweepResult",
+    "Table",
+    "bootstrap_weights",
+    "kfold_weights",
+    "run_keys",
+    "sweep",
+]

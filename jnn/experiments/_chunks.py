@@ -83,37 +83,61 @@ def _chunk_size(chunk_size: int | None, num_runs: int, num_devices: int, run_byt
     return -(-chunk_size // num_devices) * num_devices
 
 
-def _run_chunks(train, runs, per_run, shared, keys, chunk_size, verbose, run_bytes, cls, extra):
-    num_runs = len(runs)
+def _sharding() -> NamedSharding | None:
+    """The run axis split across the devices, or None on one device."""
     devices = jax.devices()
-    chunk_size = _chunk_size(chunk_size, num_runs, len(devices), run_bytes)
-    sharding = None
-    if len(devices) > 1:
-        sharding = NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs"))
+    if len(devices) == 1:
+        return None
+    return NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs"))
+
+
+def _map_chunks(train, per_run, shared, num_runs, chunk_size, verbose, label="sweep"):
+    """``train(*per_run[chunk], shared)`` chunk by chunk: host ``(state, logs)`` of every run.
+
+    ``per_run`` is a tuple of pytrees with a leading run axis; the last chunk
+    repeats its final run to keep one shape (one compilation).
+    """
+    sharding = _sharding()
     num_chunks = -(-num_runs // chunk_size)
     outputs = []
     for c in range(num_chunks):
         start = time.perf_counter()
-        # The last chunk repeats its final run to keep one shape: one compilation.
         idx = np.minimum(np.arange(c * chunk_size, (c + 1) * chunk_size), num_runs - 1)
         args = jax.tree.map(lambda a, idx=idx: a[idx], per_run)
         if sharding is not None:
             args = jax.device_put(args, sharding)
-        state, logs = train(
-            args["init_seed"], args["shuffle_seed"], args["fold"], args["hparams"], shared
-        )
+        state, logs = train(*args, shared)
         state = state._replace(key=jax.random.key_data(state.key))
         valid = min(chunk_size, num_runs - c * chunk_size)
         outputs.append(jax.tree.map(lambda a, v=valid: np.asarray(a)[:v], (state, logs)))
         if verbose:
             print(
-                f"sweep: chunk {c + 1}/{num_chunks}: runs {c * chunk_size}-"
+                f"{label}: chunk {c + 1}/{num_chunks}: runs {c * chunk_size}-"
                 f"{c * chunk_size + valid - 1} in {time.perf_counter() - start:.2f}s",
                 flush=True,
             )
-    state, logs = jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
-    history = {k: logs[k] for k in keys}
-    finite = np.isfinite(history["loss"]).all(axis=1)
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
+
+
+def _run_chunks(train, runs, per_run, shared, keys, chunk_size, verbose, run_bytes, cls, extra):
+    num_runs = len(runs)
+    chunk_size = _chunk_size(chunk_size, num_runs, len(jax.devices()), run_bytes)
+    args = (per_run["init_seed"], per_run["shuffle_seed"], per_run["fold"], per_run["hparams"])
+    state, logs = _map_chunks(train, args, shared, num_runs, chunk_size, verbose)
+    return _assemble(cls, state, {k: logs[k] for k in keys}, runs, extra)
+
+
+def _assemble(cls, state, history, runs, extra, epochs_run=None):
+    """The result: host states as jax arrays, and which runs diverged.
+
+    With ``epochs_run`` (runs stopped early), a run's history past its last
+    epoch is NaN padding, not divergence.
+    """
+    num_runs = len(runs)
+    loss = history["loss"]
+    if epochs_run is not None:
+        loss = np.where(np.arange(loss.shape[1]) < epochs_run[:, None], loss, 0.0)
+    finite = np.isfinite(loss).all(axis=1)
     for leaf in jax.tree.leaves(state.params):
         finite &= np.isfinite(leaf.reshape(num_runs, -1)).all(axis=1)
     as_jax = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731

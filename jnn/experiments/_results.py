@@ -18,6 +18,11 @@ from jnn.layers._base import AnyLayer, is_stateful, stateful
 # --------------------------------------------------------------------------- result
 
 
+def maximizes(monitor: str, mode: str | None = None) -> bool:
+    """Whether a larger ``monitor`` is better: ``mode`` if given, else for accuracies."""
+    return mode == "max" if mode is not None else "acc" in monitor
+
+
 class SweepResult(NamedTuple):
     """What :func:`sweep` returns.
 
@@ -34,6 +39,14 @@ class SweepResult(NamedTuple):
       model: the model swept.
       data: ``(x, y, sample_weight)`` as checked (host arrays), for :meth:`fit_args`.
       input_shape: the shape the runs' params were initialized for.
+      epochs_run: int ``(runs,)``, the epochs each run trained (a
+        :class:`SuccessiveHalving` stops some early: their history is NaN after),
+        or None when every run trained every epoch of a plain sweep.
+      schedule: the :class:`SuccessiveHalving` or :class:`PBT` used, or None.
+      hparam_history: with :class:`PBT`, name -> ``(runs, epochs)``: the value
+        each run trained with at each epoch; else None.
+      parents: with :class:`PBT`, int ``(runs, exploit steps)``: the run each
+        run copied at each step (itself when kept); else None.
 
     Example:
       >>> import numpy as np, jnn
@@ -65,18 +78,38 @@ class SweepResult(NamedTuple):
     model: AnyLayer
     data: tuple[np.ndarray, np.ndarray, np.ndarray]
     input_shape: tuple
+    epochs_run: np.ndarray | None = None
+    schedule: Any = None
+    hparam_history: dict[str, np.ndarray] | None = None
+    parents: np.ndarray | None = None
 
     def __repr__(self) -> str:
         epochs = next(iter(self.history.values())).shape[1]
         return (
             f"SweepResult(runs={len(self.runs)}, epochs={epochs}, monitor={self.monitor!r}, "
-            f"diverged={int(self.diverged.sum())}, history={list(self.history)})"
+            f"diverged={int(self.diverged.sum())}, history={list(self.history)}"
+            + (f", run_epochs={self.run_epochs}" if self.schedule is not None else "")
+            + ")"
         )
+
+    @property
+    def run_epochs(self) -> int:
+        """The compute spent: epochs trained, summed over runs."""
+        if self.epochs_run is None:
+            return len(self.runs) * next(iter(self.history.values())).shape[1]
+        return int(self.epochs_run.sum())
+
+    def _last(self, name: str) -> np.ndarray:
+        """Each run's ``name`` at the last epoch it trained."""
+        h = self.history[name]
+        if self.epochs_run is None:
+            return h[:, -1]
+        return h[np.arange(h.shape[0]), np.maximum(self.epochs_run, 1) - 1]
 
     @property
     def maximize(self) -> bool:
         """Whether a larger ``monitor`` is better (accuracies)."""
-        return "acc" in self.monitor
+        return maximizes(self.monitor)
 
     def _best_over_epochs(self) -> tuple[np.ndarray, np.ndarray]:
         h = self.history[self.monitor]
@@ -89,12 +122,15 @@ class SweepResult(NamedTuple):
     def table(self) -> Table:
         """One row per run: seed, hyperparameters, fold, diverged, final and best metrics."""
         best, best_epoch = self._best_over_epochs()
+        last = {k: self._last(k) for k in self.history}
         rows = []
         for r in self.runs:
             row: dict[str, Any] = {"run": r.index, "seed": r.seed, **r.hparams, "fold": r.fold}
             row["diverged"] = bool(self.diverged[r.index])
-            for k, v in self.history.items():
-                row[k] = float(v[r.index, -1])
+            if self.epochs_run is not None:
+                row["epochs"] = int(self.epochs_run[r.index])
+            for k in self.history:
+                row[k] = float(last[k][r.index])
             row[f"best_{self.monitor}"] = float(best[r.index])
             row["best_epoch"] = int(best_epoch[r.index]) + 1
             rows.append(row)
@@ -141,7 +177,7 @@ class SweepResult(NamedTuple):
         for r in self.runs:
             groups.setdefault(tuple(r.hparams.items()), []).append(r.index)
         best, _ = self._best_over_epochs()
-        columns = {k: v[:, -1] for k, v in self.history.items()}
+        columns = {k: self._last(k) for k in self.history}
         columns[f"best_{self.monitor}"] = best
         rows = []
         for setting, idx in groups.items():

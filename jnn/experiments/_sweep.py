@@ -14,6 +14,7 @@ import optax
 
 from jnn import losses as _losses
 from jnn._data import (
+    check_key,
     check_labels,
     check_positive_int,
     check_xy,
@@ -22,19 +23,20 @@ from jnn._data import (
 from jnn._typing import ArrayLike
 from jnn.experiments._chunks import _run_bytes, _run_chunks
 from jnn.experiments._folds import Bootstrap, KFold, _fold_weights
-from jnn.experiments._results import SweepResult
+from jnn.experiments._program import program
+from jnn.experiments._results import SweepResult, maximizes
 from jnn.experiments._runs import (
     Run,
     Seed,
     _check_seed,
     _hparam_settings,
     _optimizer,
-    _seed_keys,
     _seed_list,
 )
+from jnn.experiments._schedule import PBT, Context, SuccessiveHalving, run_halving, run_pbt
+from jnn.experiments._space import as_spaces, has_space, sample_settings
 from jnn.layers._base import AnyLayer, _check_layer, stateful
-from jnn.train import TrainState
-from jnn.train._internal import EpochSpec, check_trace, epoch_fn, resolve_metrics
+from jnn.train._internal import check_trace, resolve_metrics
 
 # --------------------------------------------------------------------------- sweep
 
@@ -57,6 +59,10 @@ def sweep(
     monitor: str | None = None,
     chunk_size: int | None = None,
     verbose: int = 0,
+    num_samples: int | None = None,
+    sampler: str = "sobol",
+    schedule: SuccessiveHalving | PBT | None = None,
+    key: Any = None,
 ) -> SweepResult:
     """Train every (hyperparameter setting, seed, fold) run at once, vmapped and compiled once.
 
@@ -70,6 +76,9 @@ def sweep(
         the hyperparameters) or a factory ``f(**hparams) -> GradientTransformation``.
       hparams: a grid ``{"learning_rate": [...], "weight_decay": [...]}``
         (every combination), or a list of settings (dicts). Numeric values only.
+        With ``num_samples``, a search space: names map to :class:`LogUniform`,
+        :class:`Uniform`, :class:`IntUniform`, :class:`Choice` (a list is a
+        Choice) or a fixed number.
       seeds: a number of seeds (``0..seeds-1``) or a list of seeds, each an int
         or an ``(init_seed, shuffle_seed)`` pair.
       folds: ``k`` or :class:`KFold` (k-fold cross-validation, validated on the
@@ -82,6 +91,14 @@ def sweep(
       chunk_size: runs per compiled call; default from the memory one run needs
         and the memory available. Rounded up to a multiple of the device count.
       verbose: 1 prints one line per chunk.
+      num_samples: how many settings to draw from the ``hparams`` space.
+      sampler: ``"sobol"`` (scrambled Sobol points, scipy: spread evenly) or
+        ``"random"`` (independent draws); both seeded from ``key``.
+      schedule: :class:`SuccessiveHalving` (stop the worse settings at rungs)
+        or :class:`PBT` (population-based training); None trains every run to
+        the end.
+      key: a PRNG key (default ``jax.random.key(0)``) that seeds the sampled
+        settings and PBT's choices; the runs' own seeds come from ``seeds``.
 
     Returns:
       A :class:`SweepResult`. Runs are ordered setting-major, then seed, then fold.
@@ -112,8 +129,22 @@ def sweep(
     n = x.shape[0]
     epochs = check_positive_int(where, "epochs", epochs)
     batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
-    settings = _hparam_settings(hparams)
+    key = jax.random.key(0) if key is None else check_key(where, key)
+    if num_samples is None and has_space(hparams):
+        raise ValueError(
+            f"{where}: hparams holds a search space; pass num_samples=n to draw n settings "
+            "from it (a grid takes lists only)."
+        )
+    if num_samples is None:
+        settings = _hparam_settings(hparams)
+    else:
+        seed = int(np.asarray(jax.random.key_data(jax.random.fold_in(key, 0))).view(np.uint32)[-1])
+        settings = sample_settings(hparams, num_samples, sampler, seed)
     factory, tx = _optimizer(optimizer, settings)
+    if schedule is not None and not isinstance(schedule, (SuccessiveHalving, PBT)):
+        raise TypeError(
+            f"{where}: schedule must be SuccessiveHalving(...) or PBT(...), got {schedule!r}."
+        )
     seed_list = _seed_list(seeds)
     fold_weights = _fold_weights(folds, n)
     if fold_weights is not None and validation_data is not None:
@@ -132,12 +163,18 @@ def sweep(
     validate = fold_weights is not None or validation_data is not None
     keys = ["loss", *(name for name, _ in metric_fns)]
     keys += [f"val_{k}" for k in keys] if validate else []
-    monitor = monitor or ("val_loss" if validate else "loss")
-    if monitor not in keys:
-        raise ValueError(
-            f"{where}: monitor {monitor!r} is not recorded.{close_match(monitor, keys)} "
-            f"Recorded: {keys}."
-        )
+    monitor = monitor or getattr(schedule, "monitor", None) or ("val_loss" if validate else "loss")
+    sched_monitor = getattr(schedule, "monitor", None) or monitor
+    for name in {monitor, sched_monitor}:
+        if name not in keys:
+            raise ValueError(
+                f"{where}: monitor {name!r} is not recorded.{close_match(name, keys)} "
+                f"Recorded: {keys}; add the metric to metrics=, or pass validation data."
+            )
+    if isinstance(schedule, SuccessiveHalving):
+        schedule.rungs(epochs)  # min_epochs <= epochs
+    if isinstance(schedule, PBT):
+        _check_pbt(schedule, factory, len(settings), epochs)
 
     # The run table: setting-major, then seed, then fold.
     num_folds = 1 if fold_weights is None else fold_weights[0].shape[0]
@@ -167,21 +204,36 @@ def sweep(
         val = tuple(jnp.asarray(a) for a in check_xy(f"{where}: validation_data", validation_data))
     shared = (jnp.asarray(x), jnp.asarray(y), jnp.asarray(train_w), jnp.asarray(val_w), val)
 
-    train = _compiled_sweep(
+    compiled = functools.partial(
+        _compiled_sweep, smodel, loss_fn, tx, factory, metric_fns, batch_size, shuffle, validate,
+        fold_weights is not None,
+    )  # fmt: skip
+    run_bytes = lambda: _run_bytes(  # noqa: E731
+        smodel, tx, loss_fn, (x.shape[1:], x.dtype), (y.shape[1:], y.dtype), n,
+        batch_size, epochs * len(keys),
+    )  # fmt: skip
+    extra = dict(
+        monitor=monitor, fold_weights=fold_weights, hparam_factory=factory,
+        model=model, data=(x, y, w), input_shape=in_shape,
+    )  # fmt: skip
+    if schedule is None:
+        train = compiled(epochs, in_shape)
+        return _run_chunks(
+            train, runs, per_run, shared, keys, chunk_size, verbose, run_bytes, SweepResult, extra
+        )
+    prog = program(
         smodel, loss_fn, tx, factory, metric_fns, batch_size, shuffle, validate,
-        fold_weights is not None, epochs, in_shape,
+        fold_weights is not None, in_shape,
     )  # fmt: skip
-    return _run_chunks(
-        train, runs, per_run, shared, keys, chunk_size, verbose,
-        lambda: _run_bytes(
-            smodel, tx, loss_fn, (x.shape[1:], x.dtype), (y.shape[1:], y.dtype), n,
-            batch_size, epochs * len(keys),
-        ),
-        SweepResult, dict(
-            monitor=monitor, fold_weights=fold_weights, hparam_factory=factory,
-            model=model, data=(x, y, w), input_shape=in_shape,
-        ),
+    spaces = as_spaces(hparams) if isinstance(hparams, Mapping) else {}
+    ctx = Context(
+        prog, lambda e: compiled(e, in_shape), runs, per_run, shared, keys, sched_monitor,
+        maximizes(sched_monitor, schedule.mode), len(settings), epochs, chunk_size, run_bytes,
+        verbose, SweepResult, extra, jax.random.fold_in(key, 1), tuple(spaces.items()),
     )  # fmt: skip
+    if isinstance(schedule, SuccessiveHalving):
+        return run_halving(schedule, ctx)
+    return run_pbt(schedule, ctx)
 
 
 @functools.lru_cache(maxsize=32)
@@ -213,23 +265,29 @@ def _compiled_sweep(
     Each run initializes from its seed and scans ``fit``'s own epoch function
     over the epochs; ``jax.vmap`` runs them in lockstep.
     """
-    epoch = epoch_fn(EpochSpec(smodel, loss_fn, tx, metric_fns, batch_size, shuffle, validate))
+    prog = program(
+        smodel, loss_fn, tx, factory, metric_fns, batch_size, shuffle, validate, folded, in_shape
+    )
 
     def one_run(init_seed, shuffle_seed, fold, hp, shared):
-        xd, yd, train_w, val_w, val = shared
-        init_key, fit_key = _seed_keys(init_seed, shuffle_seed)
-        _, params, model_state = smodel.init(init_key, in_shape)
-        # Exactly what fit does with optax.inject_hyperparams(factory)(**hparams).
-        run_tx = tx if factory is None else optax.inject_hyperparams(factory)(**hp)
-        state = TrainState(
-            params, run_tx.init(params), jnp.zeros((), jnp.int32), fit_key, model_state
-        )
-        run_val = (xd, yd, val_w[fold]) if folded else val
-
-        def body(state, _):
-            state, logs, _ = epoch(state, xd, yd, train_w[fold], run_val)
-            return state, logs
-
-        return jax.lax.scan(body, state, None, length=epochs)
+        return prog.train(prog.init(init_seed, shuffle_seed, hp), fold, shared, epochs)
 
     return jax.jit(jax.vmap(one_run, in_axes=(0, 0, 0, 0, None)))
+
+
+def _check_pbt(schedule: PBT, factory: Any, num_settings: int, epochs: int) -> None:
+    """PBT's needs, before compiling: injected hyperparameters, a population, an exploit step."""
+    if factory is None:
+        raise ValueError(
+            "sweep: PBT explores optimizer hyperparameters; give hparams (a space and "
+            "num_samples, or a grid) and an optimizer factory or name."
+        )
+    if num_settings < 2:
+        raise ValueError(
+            f"sweep: PBT needs a population of 2 or more settings, got {num_settings}."
+        )
+    if schedule.interval >= epochs:
+        raise ValueError(
+            f"sweep: PBT interval={schedule.interval} must be below epochs={epochs}, or no "
+            "exploit step ever happens."
+        )

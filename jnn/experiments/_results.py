@@ -237,6 +237,7 @@ class SweepResult(NamedTuple):
         x: str | None = None,
         metric: str | None = None,
         log_x: bool | None = None,
+        trajectory: str | None = None,
     ) -> str:
         """Save a PNG of the sweep: final ``metric`` vs hyperparameter ``x``, seed spread shaded.
 
@@ -251,6 +252,9 @@ class SweepResult(NamedTuple):
           metric: a recorded metric; default ``monitor``.
           log_x: a logarithmic x axis; default when the values are positive
             and span a factor of 20 or more.
+          trajectory: with a :class:`PBT` sweep, a hyperparameter to draw along
+            the epochs instead: one line per run coloured by its final
+            ``metric``, the best run's lineage marked.
 
         Returns:
           ``path``.
@@ -260,6 +264,8 @@ class SweepResult(NamedTuple):
           ValueError: for a ``metric`` that was not recorded or an ``x`` that
             was not swept.
         """
-        from jnn._sweep_plot import plot_sweep
+        from jnn._sweep_plot import plot_sweep, plot_trajectory
 
+        if trajectory is not None:
+            return plot_trajectory(self, path, name=trajectory, metric=metric or self.monitor)
         return plot_sweep(self, path, x=x, metric=metric or self.monitor, log_x=log_x)

@@ -230,7 +230,7 @@ def _exploit(state, score, key, sched: PBT, spaces: tuple, num_settings: int):
     donors = order[:q][jax.random.randint(k_donor, (q,), 0, q)]
     parent_setting = jnp.arange(num_settings).at[order[num_settings - q :]].set(donors)
     child = parent_setting != jnp.arange(num_settings)
-    parent = (parent_setting[:, None] * m + jnp.arange(m)).reshape(-1)
+    parent = (parent_setting[:, None] * m + jnp.arange(m)[None, :]).reshape(-1)
     own_key = state.key
     state = jax.tree.map(lambda a: a[parent], state)._replace(key=own_key)
     hp = dict(state.opt_state.hyperparams)

@@ -67,20 +67,57 @@ def test_sampled_settings_follow_the_seeded_design(sampler):
         (lambda: ex.PBT(perturb=(0.8,)), "two factors"),
         (lambda: ex.PBT(resample=1.5), "resample"),
         (lambda: ex.sweep(MODEL, (X, Y), hparams=SPACE, **KW), "num_samples"),
-        (lambda: ex.sweep(MODEL, (X, Y), hparams={"learning_rate": [0.1], "b1": [0.9]},
-                          num_samples=4, **KW), "grid-only"),  # fmt: skip
-        (lambda: ex.sweep(MODEL, (X, Y), hparams=SPACE, num_samples=4, sampler="lhs", **KW),
-         "sampler"),  # fmt: skip
-        (lambda: ex.sweep(MODEL, (X, Y), hparams=SPACE, num_samples=4, **KW,
-                          schedule=ex.SuccessiveHalving(monitor="val_accuracy")),
-         "not recorded"),  # fmt: skip
-        (lambda: ex.sweep(MODEL, (X, Y), hparams=SPACE, num_samples=4, **KW,
-                          schedule=ex.SuccessiveHalving(min_epochs=5)), "min_epochs"),  # fmt: skip
-        (lambda: ex.sweep(MODEL, (X, Y), hparams=SPACE, num_samples=4, **KW,
-                          schedule=ex.PBT(interval=4)), "interval"),  # fmt: skip
+        (
+            lambda: ex.sweep(
+                MODEL, (X, Y), hparams={"learning_rate": [0.1], "b1": [0.9]}, num_samples=4, **KW
+            ),
+            "grid-only",
+        ),
+        (
+            lambda: ex.sweep(MODEL, (X, Y), hparams=SPACE, num_samples=4, sampler="lhs", **KW),
+            "sampler",
+        ),
+        (
+            lambda: ex.sweep(
+                MODEL,
+                (X, Y),
+                hparams=SPACE,
+                num_samples=4,
+                **KW,
+                schedule=ex.SuccessiveHalving(monitor="val_accuracy"),
+            ),
+            "not recorded",
+        ),
+        (
+            lambda: ex.sweep(
+                MODEL,
+                (X, Y),
+                hparams=SPACE,
+                num_samples=4,
+                **KW,
+                schedule=ex.SuccessiveHalving(min_epochs=5),
+            ),
+            "min_epochs",
+        ),
+        (
+            lambda: ex.sweep(
+                MODEL, (X, Y), hparams=SPACE, num_samples=4, **KW, schedule=ex.PBT(interval=4)
+            ),
+            "interval",
+        ),
         (lambda: ex.sweep(MODEL, (X, Y), loss="mse", epochs=4, schedule=ex.PBT()), "PBT"),
-        (lambda: ex.sweep(MODEL, (X, Y), hparams=SPACE, num_samples=4, **KW,
-                          schedule=ex.PBT(interval=2), chunk_size=2), "one program"),  # fmt: skip
+        (
+            lambda: ex.sweep(
+                MODEL,
+                (X, Y),
+                hparams=SPACE,
+                num_samples=4,
+                **KW,
+                schedule=ex.PBT(interval=2),
+                chunk_size=2,
+            ),
+            "one program",
+        ),
     ],
 )
 def test_bad_search_input_is_refused_before_compiling(make, match, monkeypatch):
@@ -115,7 +152,7 @@ def test_successive_halving_continues_the_best_settings_exactly(plain):
     # Reference: rank settings by the mean over seeds at each rung, keep the best half.
     alive = np.arange(6)
     expected = np.zeros(12, int)
-    for rung, nxt in ((1, 2), (2, 4)):
+    for rung, _nxt in ((1, 2), (2, 4)):
         runs = (alive[:, None] * 2 + np.arange(2)).ravel()
         expected[runs] = rung
         score = h[runs, rung - 1].reshape(-1, 2).mean(axis=1)
@@ -173,7 +210,9 @@ def test_exploit_copies_top_runs_and_explores_in_range():
         new.opt_state.inner_state[0].mu["w"], np.asarray(opt.inner_state[0].mu["w"])[parent]
     )
     again, _ = step(state, jax.random.key(1))
-    np.testing.assert_array_equal(again.opt_state.hyperparams["b1"], new.opt_state.hyperparams["b1"])
+    np.testing.assert_array_equal(
+        again.opt_state.hyperparams["b1"], new.opt_state.hyperparams["b1"]
+    )
 
 
 def test_pbt_population_in_one_program(plain, tmp_path):
@@ -192,7 +231,7 @@ def test_pbt_population_in_one_program(plain, tmp_path):
     lr = res.hparam_history["learning_rate"]
     np.testing.assert_allclose(lr[:, 0], [r.hparams["learning_rate"] for r in res.runs])
     assert not np.isclose(lr[2 * worst, 2], lr[2 * worst, 0])  # it explored
-    assert 1e-3 <= lr.min() and lr.max() <= 0.3 + 1e-6
+    assert lr.min() >= 1e-3 and lr.max() <= 0.3 + 1e-6
     path = res.plot(str(tmp_path / "lr.png"), trajectory="learning_rate")
     assert Path(path).stat().st_size > 10_000
     with pytest.raises(ValueError, match="trajectory"):
@@ -204,7 +243,7 @@ def test_search_example_runs(tmp_path):
     spec = importlib.util.spec_from_file_location("search_example", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    table, results = module.main(epochs=3, samples=6, population=4, interval=1,
+    table, _results = module.main(epochs=3, samples=6, population=4, interval=1,
                                  out=str(tmp_path / "pbt.png"), verbose=False)  # fmt: skip
     assert table.column("run_epochs")[0] == 18 > table.column("run_epochs")[1]
     assert (tmp_path / "pbt.png").stat().st_size > 10_000

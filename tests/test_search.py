@@ -137,17 +137,11 @@ def plain():
                     **KW)  # fmt: skip
 
 
-def test_sampled_sweep_is_deterministic_from_key(plain):
-    settings = [r.hparams for r in plain.runs[::2]]
-    assert len({s["learning_rate"] for s in settings}) == 6
-    assert settings == [r.hparams for r in ex.sweep(
-        MODEL, (X, Y), hparams=SPACE, num_samples=6, key=jax.random.key(3), **dict(KW, epochs=1)
-    ).runs]  # fmt: skip
-
-
 def test_successive_halving_continues_the_best_settings_exactly(plain):
     res = ex.sweep(MODEL, (X, Y), hparams=SPACE, num_samples=6, seeds=2, key=jax.random.key(3),
                    schedule=ex.SuccessiveHalving(eta=2, min_epochs=1), **KW)  # fmt: skip
+    assert [r.hparams for r in res.runs] == [r.hparams for r in plain.runs]  # same key
+    assert len({r.hparams["learning_rate"] for r in res.runs}) == 6
     h = plain.history["val_loss"]
     # Reference: rank settings by the mean over seeds at each rung, keep the best half.
     alive = np.arange(6)
@@ -243,7 +237,7 @@ def test_search_example_runs(tmp_path):
     spec = importlib.util.spec_from_file_location("search_example", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    table, _results = module.main(epochs=3, samples=6, population=4, interval=1,
+    table, _results = module.main(epochs=3, samples=4, population=4, interval=1,
                                  out=str(tmp_path / "pbt.png"), verbose=False)  # fmt: skip
-    assert table.column("run_epochs")[0] == 18 > table.column("run_epochs")[1]
+    assert table.column("run_epochs")[0] == 12 > table.column("run_epochs")[1]
     assert (tmp_path / "pbt.png").stat().st_size > 10_000

@@ -127,14 +127,15 @@ def _run_chunks(train, runs, per_run, shared, keys, chunk_size, verbose, run_byt
     return _assemble(cls, state, {k: logs[k] for k in keys}, runs, extra)
 
 
-def _assemble(cls, state, history, runs, extra, epochs_run=None):
+def _assemble(cls, state, history, runs, extra, epochs_run=None, since=0):
     """The result: host states as jax arrays, and which runs diverged.
 
     With ``epochs_run`` (runs stopped early), a run's history past its last
-    epoch is NaN padding, not divergence.
+    epoch is NaN padding, not divergence. Epochs before ``since`` are not
+    checked (PBT: a run that diverged and was then replaced by a copy is fine).
     """
     num_runs = len(runs)
-    loss = history["loss"]
+    loss = history["loss"][:, since:]
     if epochs_run is not None:
         loss = np.where(np.arange(loss.shape[1]) < epochs_run[:, None], loss, 0.0)
     finite = np.isfinite(loss).all(axis=1)

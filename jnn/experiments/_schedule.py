@@ -310,4 +310,7 @@ def run_pbt(sched: PBT, ctx: Context):
         ctx.extra, epochs_run=np.full(num_runs, epochs), schedule=sched,
         hparam_history=trajectory, parents=parents.T,
     )  # fmt: skip
-    return _assemble(ctx.cls, state, {k: logs[k] for k in ctx.keys}, ctx.runs, extra)
+    last_copy = parents.shape[0] * sched.interval  # the runs as they ended, since the last copy
+    return _assemble(
+        ctx.cls, state, {k: logs[k] for k in ctx.keys}, ctx.runs, extra, None, last_copy
+    )

@@ -29,7 +29,7 @@ def plot_sweep(result: Any, path: str, *, x: str | None, metric: str, log_x: boo
     if x is None:  # no hyperparameter axis: the metric along the epochs
         h = result.history[metric][ok]
         epochs = np.arange(1, h.shape[1] + 1)
-        mean, std = h.mean(axis=0), h.std(axis=0)
+        mean, std = np.nanmean(h, axis=0), np.nanstd(h, axis=0)  # NaN: stopped early
         ax.plot(epochs, mean, label=f"mean of {h.shape[0]} runs")
         ax.fill_between(epochs, mean - std, mean + std, alpha=0.25, label="±1 std")
         ax.set_xlabel("epoch")

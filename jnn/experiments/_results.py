@@ -202,7 +202,10 @@ class SweepResult(NamedTuple):
         **result.fit_args(i))`` trains the same run: ``params`` (and
         ``model_state``) initialized from the seed's ``init_key``, the seed's
         ``key``, the run's ``optimizer``, and the fold's ``sample_weight`` and
-        ``validation_data``. Pass the sweep's other arguments unchanged.
+        ``validation_data``. Pass the sweep's other arguments unchanged. A run
+        that :class:`SuccessiveHalving` stopped is reproduced with
+        ``epochs=epochs_run[i]``; a :class:`PBT` run took other runs' weights, so
+        these arguments give only its start.
 
         Args:
           i: the run's index (``Run.index``).

@@ -65,7 +65,17 @@ class SuccessiveHalving:
         return f"SuccessiveHalving(eta={self.eta}, min_epochs={self.min_epochs})"
 
     def rungs(self, epochs: int) -> list[int]:
-        """The epoch counts at which settings are ranked, the last being ``epochs``."""
+        """The epoch counts at which settings are ranked, the last being ``epochs``.
+
+        Args:
+          epochs: the sweep's epochs.
+
+        Returns:
+          ``[min_epochs, min_epochs * eta, ...]`` below ``epochs``, then ``epochs``.
+
+        Raises:
+          ValueError: if ``min_epochs`` is more than ``epochs``.
+        """
         if self.min_epochs > epochs:
             raise ValueError(
                 f"SuccessiveHalving: min_epochs={self.min_epochs} is more than the sweep's "

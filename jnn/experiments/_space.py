@@ -28,11 +28,27 @@ class Space:
     hi: float
 
     def from_unit(self, u: Any, xp: Any = np) -> Any:
-        """The value at quantile ``u`` (an array in ``[0, 1)``); ``xp`` is numpy or jax.numpy."""
+        """The value at quantile ``u``: one formula for the host and the compiled program.
+
+        Args:
+          u: an array of numbers in ``[0, 1)``.
+          xp: ``numpy`` (on the host) or ``jax.numpy`` (inside a traced function).
+
+        Returns:
+          An array of values of the space, ``u``'s shape (int32 for integer spaces).
+        """
         raise NotImplementedError
 
     def clip(self, v: Any, xp: Any = np) -> Any:
-        """``v`` brought back into the space's range (after a PBT perturbation)."""
+        """``v`` brought back into the space's range (after a PBT perturbation).
+
+        Args:
+          v: an array of values.
+          xp: ``numpy`` or ``jax.numpy``.
+
+        Returns:
+          ``v`` clipped to ``[lo, hi]``.
+        """
         return xp.clip(v, self.lo, self.hi)
 
 

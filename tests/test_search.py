@@ -166,6 +166,19 @@ def test_successive_halving_continues_the_best_settings_exactly(plain):
     np.testing.assert_allclose(table.column("val_loss"), h[np.arange(12), expected - 1], rtol=2e-5)
 
 
+def test_setting_scores_mean_over_runs_and_rank_diverged_last():
+    final = np.array([0.5, 0.7, 0.1, 0.2, 0.05, np.nan, 0.3, 0.3])  # 4 settings x 2 runs
+    loss = np.ones((8, 3))
+    loss[6, 1] = np.inf  # setting 3 diverged mid-segment, then looked fine
+    score = _schedule._setting_scores(final, loss, 4, maximize=False)
+    np.testing.assert_allclose(score, [0.6, 0.15, np.inf, np.inf])
+    assert np.argsort(score, kind="stable")[:2].tolist() == [1, 0]
+    up = _schedule._setting_scores(final, loss, 4, maximize=True)  # accuracies: larger wins
+    np.testing.assert_allclose(up, [-0.6, -0.15, np.inf, np.inf])
+    got = jax.jit(lambda f, lo: _schedule._setting_scores(f, lo, 4, False, jnp))(final, loss)
+    np.testing.assert_allclose(got, score)
+
+
 def test_exploit_copies_top_runs_and_explores_in_range():
     """The in-program step against a numpy reference: gathers on the run axis."""
     num_settings, m = 8, 2

@@ -44,7 +44,8 @@ class SweepResult(NamedTuple):
         or None when every run trained every epoch of a plain sweep.
       schedule: the :class:`SuccessiveHalving` or :class:`PBT` used, or None.
       hparam_history: with :class:`PBT`, name -> ``(runs, epochs)``: the value
-        each run trained with at each epoch; else None.
+        each run trained with at each epoch (``runs[i].hparams`` holds the
+        initial one); else None.
       parents: with :class:`PBT`, int ``(runs, exploit steps)``: the run each
         run copied at each step (itself when kept); else None.
 

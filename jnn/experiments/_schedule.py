@@ -162,7 +162,7 @@ def _setting_scores(final, loss, num_settings, maximize, xp=np):
     """Mean over each setting's runs of ``final`` (sign flipped to minimize); NaN/Inf or a
     non-finite loss in the segment rank last."""
     score = final.reshape(num_settings, -1)
-    bad = ~xp.isfinite(loss).all(axis=-1).reshape(num_settings, -1).any(axis=1)
+    bad = (~xp.isfinite(loss).all(axis=-1)).reshape(num_settings, -1).any(axis=1)
     score = score.mean(axis=1) * (-1.0 if maximize else 1.0)
     return xp.where(bad | ~xp.isfinite(score), xp.inf, score)
 

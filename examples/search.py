@@ -99,4 +99,5 @@ def main(epochs: int = 27, samples: int = 64, population: int = 20, interval: in
 
 
 if __name__ == "__main__":
+    jnn.compile_cache()  # reuse compilations across runs (JNN_COMPILE_CACHE=off: don't)
     main()

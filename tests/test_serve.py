@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 import uvicorn
+from _reference import trained
 
 import jnn
 import jnn.export
@@ -29,6 +30,9 @@ MAX_BODY = 4096
 def model_file(tmp_path_factory):
     model = jnn.serial(jnn.Dense(8, activation="relu"), jnn.Dense(2))
     _, params = model.init(jax.random.key(0), (-1, FEATURES))
+    # TRAINED params: a file holding freshly initialised ones would not match predict.
+    x = np.random.default_rng(1).normal(size=(64, FEATURES)).astype(np.float32)
+    params = trained(model, params, x, np.stack([x.sum(1), x[:, 0] - x[:, 1]], axis=1))
     path = str(tmp_path_factory.mktemp("serve") / "m.jnn")
     jnn.export.save(path, model, params, (-1, FEATURES), labels=["no", "yes"], platforms="cpu")
     return model, params, path

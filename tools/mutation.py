@@ -40,7 +40,7 @@ WORK = ROOT / ".mutation"
 # directly and quickly; mutmut runs, per mutant, only those of them that reach its function.
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "losses": (["jnn/losses.py"], ["tests/test_losses.py", "tests/test_losses_reference.py"]),
-    "metrics": (["jnn/metrics.py"], ["tests/test_metrics.py"]),
+    "metrics": (["jnn/metrics.py"], ["tests/test_metrics.py", "tests/test_metrics_reference.py"]),
     "layers": (
         ["jnn/layers/"],
         [

@@ -98,6 +98,12 @@ def _prepare(group: str) -> Path:
 def _mutmut(where: Path, *args: str, capture: bool = False) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["JAX_PLATFORMS"] = "cpu"
+    # jax's persistent compilation cache, shared by every worker: it is keyed by the
+    # computation itself, so a mutant recompiles only what it changed (sound, and it
+    # spares each forked worker recompiling the unmutated rest).
+    env["JAX_COMPILATION_CACHE_DIR"] = str(WORK / "jax-cache")
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     cmd = [sys.executable, "-m", "mutmut", *args]
     if capture:
         return subprocess.run(cmd, cwd=where, env=env, capture_output=True, text=True).stdout

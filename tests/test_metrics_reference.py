@@ -80,3 +80,32 @@ def test_bad_inputs_name_the_metric_and_the_argument(name):
             fn(pred, labels[:, 0])
         with pytest.raises(TypeError, match=f"^{inner}: labels must be numeric"):
             fn(pred, np.full(labels.shape, "a"))
+
+
+def test_boundaries_defaults_and_shapes_found_by_mutation_testing():
+    """Survivors of a mutation run, each now pinned: the default threshold, strict
+    comparisons at the boundary, two classes and leading axes, and bad weights named."""
+    np.testing.assert_array_equal(
+        metrics.binary_accuracy(PROBS, BITS), metrics.binary_accuracy(PROBS, BITS, threshold=0.5)
+    )
+    assert float(metrics.binary_accuracy(PROBS, BITS)) == pytest.approx(
+        accuracy_score(BITS[:, 0], (PROBS[:, 0] > 0.5).astype(int))
+    )
+    # pred > threshold and labels > 0.5, both strict: 0.5 is negative on both sides
+    half = np.full((2, 1), 0.5, np.float32)
+    assert float(metrics.binary_accuracy(half, np.zeros((2, 1), np.float32))) == 1.0
+    assert float(metrics.binary_accuracy(np.zeros((2, 1), np.float32), half)) == 1.0
+    # two classes are categorical; (batch, T, C) scores take the argmax over the last axis
+    two = SCORES[:, :2]
+    ids2 = IDS % 2
+    assert float(metrics.accuracy(two, ids2)) == pytest.approx(accuracy_score(ids2, two.argmax(1)))
+    seq = SCORES[:, :3].reshape(8, 5, 3)
+    ids3 = (IDS % 3).reshape(8, 5)
+    want = accuracy_score(ids3.ravel(), seq.argmax(-1).ravel())
+    assert float(metrics.accuracy(seq, ids3)) == pytest.approx(want)
+    for name, pred, labels in [
+        ("binary_accuracy", PROBS, BITS),
+        ("categorical_accuracy", SCORES, IDS),
+    ]:
+        with pytest.raises(ValueError, match=f"^{name}: weights of shape"):
+            getattr(metrics, name)(pred, labels, weights=np.ones(3, np.float32))

@@ -118,3 +118,18 @@ def test_bad_inputs_name_the_loss_and_the_argument(name):
     else:
         with pytest.raises(ValueError, match=rf"^{name}: shape mismatch: predictions \({N}, {C}\)"):
             fn(pred, target[:, :1])
+
+
+def test_survivors_of_a_mutation_run_are_pinned():
+    """Bad weights name the loss; class ids index the last axis of (batch, T, C) scores;
+    get() names what it was given."""
+    for name, (pred, target, _) in CASES.items():
+        with pytest.raises(ValueError, match=f"^{name}: weights of shape"):
+            getattr(losses, name)(pred, target, weights=np.ones(3, np.float32))
+    probs = SOFT[:, :3] / SOFT[:, :3].sum(1, keepdims=True)
+    seq, ids = probs.reshape(2, 3, 3), (IDS % 3).reshape(2, 3)
+    want = -np.log(seq.reshape(6, 3)[np.arange(6), ids.ravel()]).mean()
+    assert float(losses.categorical_crossentropy(seq, ids)) == pytest.approx(want, rel=1e-5)
+    assert float(losses.cross_entropy(np.log(seq), ids)) == pytest.approx(want, rel=1e-5)
+    with pytest.raises(TypeError, match="loss must be a name or a callable, got int"):
+        losses.get(3)

@@ -103,6 +103,10 @@ def test_boundaries_defaults_and_shapes_found_by_mutation_testing():
     ids3 = (IDS % 3).reshape(8, 5)
     want = accuracy_score(ids3.ravel(), seq.argmax(-1).ravel())
     assert float(metrics.accuracy(seq, ids3)) == pytest.approx(want)
+    # one output unit with leading axes (batch, T, 1) is binary
+    probs3, bits3 = PROBS.reshape(8, 5, 1), BITS.reshape(8, 5, 1)
+    want = accuracy_score(BITS[:, 0], (PROBS[:, 0] > 0.5).astype(int))
+    assert float(metrics.accuracy(probs3, bits3)) == pytest.approx(want)
     for name, pred, labels in [
         ("binary_accuracy", PROBS, BITS),
         ("categorical_accuracy", SCORES, IDS),

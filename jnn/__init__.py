@@ -95,11 +95,21 @@ _LAZY: dict[str, str] = {
     "residual": "jnn.layers",
     "serial": "jnn.layers",
     "stateful": "jnn.layers",
+    "train": "jnn.train",
     "summary": "jnn.summary",  # the module, callable: jnn.summary(model, shape) is summary()
 }
 
 if TYPE_CHECKING:
-    from jnn import callbacks, checkpoint, distributed, experiments, layers, losses, metrics
+    from jnn import (
+        callbacks,
+        checkpoint,
+        distributed,
+        experiments,
+        layers,
+        losses,
+        metrics,
+        train,
+    )
     from jnn.layers import (
         GRU,
         LSTM,

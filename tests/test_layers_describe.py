@@ -5,6 +5,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import jnn
@@ -185,6 +186,23 @@ def test_structure_key_falls_back_to_identity():
     other = jnn.Layer(lambda key, shape: (tuple(shape), {}), apply)
     assert structure_key(jnn.serial(plain)) == structure_key(jnn.serial(plain))
     assert structure_key(jnn.serial(plain)) != structure_key(jnn.serial(other))
+
+
+def test_a_wrapper_reusing_init_with_another_apply_shares_nothing(key):
+    """Layer(base.init, my_apply) keeps the name but not the structure key, so fit never
+    runs the base layer's compiled program in place of the wrapper's apply."""
+    base = jnn.Dense(2)
+
+    def doubled(params, x, *, key=None, train=False):
+        return 2.0 * base.apply(params, x, key=key, train=train)
+
+    wrapper = jnn.Layer(base.init, doubled)
+    assert jnn.layers.spec_of(wrapper).kind == "dense"
+    assert structure_key(wrapper) != structure_key(jnn.Dense(2))
+    _, params = base.init(key, (-1, 3))
+    x = np.ones((4, 3), np.float32)
+    jnn.predict(jnn.Dense(2), params, x)  # compiles the plain Dense program first
+    np.testing.assert_allclose(jnn.predict(wrapper, params, x), 2.0 * base.apply(params, x))
 
 
 @pytest.mark.parametrize("name", sorted(BUILT))

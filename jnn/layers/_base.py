@@ -155,6 +155,8 @@ def _lift(layer: Layer) -> StatefulLayer:
     spec = spec_of(layer)
     if spec is not None:  # the lifted layer is the same layer: same description
         setattr(lifted.init, _SPEC_ATTR, spec)
+        if _describes_apply(layer, spec):
+            setattr(lifted.apply, _SPEC_ATTR, spec)
     return lifted
 
 
@@ -248,17 +250,22 @@ def describe(
         raise ValueError(f"describe: kind must be a snake_case name such as 'dense', got {kind!r}.")
     items = sorted((name, _frozen(value)) for name, value in (config or {}).items())
     spec = LayerSpec(kind, tuple(items), tuple(children))
-    try:
-        setattr(layer.init, _SPEC_ATTR, spec)
-    except (AttributeError, TypeError):  # a bound method or a builtin: wrap it
-        inner = layer.init
-
-        def init(key: PRNGKey, input_shape: Shape) -> Any:
-            return inner(key, input_shape)
-
-        setattr(init, _SPEC_ATTR, spec)
-        layer = layer._replace(init=init)
+    # On both functions: a layer that reuses this init with another apply (a wrapper,
+    # Layer(base.init, my_apply)) keeps the name but not the structure key.
+    for field in ("init", "apply"):
+        fn = getattr(layer, field)
+        try:
+            setattr(fn, _SPEC_ATTR, spec)
+        except (AttributeError, TypeError):  # a bound method or a builtin: wrap it
+            wrapped = functools.wraps(fn)(functools.partial(fn))
+            setattr(wrapped, _SPEC_ATTR, spec)
+            layer = layer._replace(**{field: wrapped})
     return layer
+
+
+def _describes_apply(layer: AnyLayer, spec: LayerSpec) -> bool:
+    """Whether ``layer.apply`` is the function ``spec`` was attached with."""
+    return getattr(layer.apply, _SPEC_ATTR, None) is spec
 
 
 def _frozen(value: Any) -> Any:
@@ -295,7 +302,7 @@ def structure_key(layer: AnyLayer) -> Any:
     with an unhashable config value, is keyed by its identity.
     """
     spec = spec_of(layer)
-    if spec is None:
+    if spec is None or not _describes_apply(layer, spec):  # undescribed, or a new apply
         return ("id", layer)
     key = (
         spec.kind,

@@ -421,7 +421,8 @@ class SweepResult(NamedTuple):
             row: dict[str, Any] = {"run": r.index, "seed": r.seed, **r.hparams, "fold": r.fold}
             row["diverged"] = bool(self.diverged[r.index])
             for k, v in self.history.items():
-                row[k] = float(v[r.index, -1])
+                if v.ndim == 2:  # scalar metrics; an array metric stays in history
+                    row[k] = float(v[r.index, -1])
             row[f"best_{self.monitor}"] = float(best[r.index])
             row["best_epoch"] = int(best_epoch[r.index]) + 1
             rows.append(row)
@@ -468,7 +469,7 @@ class SweepResult(NamedTuple):
         for r in self.runs:
             groups.setdefault(tuple(r.hparams.items()), []).append(r.index)
         best, _ = self._best_over_epochs()
-        columns = {k: v[:, -1] for k, v in self.history.items()}
+        columns = {k: v[:, -1] for k, v in self.history.items() if v.ndim == 2}
         columns[f"best_{self.monitor}"] = best
         rows = []
         for setting, idx in groups.items():

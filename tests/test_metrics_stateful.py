@@ -302,3 +302,20 @@ def test_names_and_make_train_step(trained):
     p = np.asarray(model.apply(params, x))[:, 0]
     assert abs(float(logs["auc"]) - skm.roc_auc_score(y[:, 0], p)) < 1e-3
     np.testing.assert_allclose(float(logs["f1"]), skm.f1_score(y[:, 0], p > 0), rtol=1e-6)
+
+
+def test_sweep_stacks_metric_states_per_run():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    y = (x[:, :1] + rng.normal(size=(64, 1)) > 0).astype(np.float32)
+    res = jnn.experiments.sweep(
+        jnn.Dense(1), (x, y), loss="bce_with_logits", optimizer="sgd", epochs=1, seeds=2,
+        metrics=["auc", M.ConfusionMatrix(2)], batch_size=16,
+    )  # fmt: skip
+    assert res.history["confusion_matrix"].shape == (2, 1, 2, 2)
+    assert "auc" in res.table[0] and "confusion_matrix" not in res.table[0]
+    for i in range(2):  # each run's AUC is its own epoch's, as jnn.fit computes it alone
+        args = {"optimizer": "sgd", **res.fit_args(i)}
+        alone = jnn.fit(res.model, data=(x, y), loss="bce_with_logits", epochs=1,
+                        batch_size=16, metrics=["auc"], verbose=0, **args)  # fmt: skip
+        np.testing.assert_allclose(res.history["auc"][i], alone.history["auc"], rtol=1e-5)

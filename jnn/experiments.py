@@ -49,7 +49,14 @@ from jnn._table import Table
 from jnn._typing import Array, ArrayLike, Params
 from jnn.layers._base import AnyLayer, _check_layer, is_stateful, stateful
 from jnn.train import TrainState, get_optimizer
-from jnn.train._internal import OPTIMIZERS, EpochSpec, check_trace, epoch_fn, resolve_metrics
+from jnn.train._internal import (
+    OPTIMIZERS,
+    EpochSpec,
+    check_trace,
+    epoch_fn,
+    learning_rate_in,
+    resolve_metrics,
+)
 
 __all__ = [
     "Bootstrap",
@@ -623,8 +630,8 @@ def sweep(
       (12, (12, 2), 12)
       >>> len(res.summary())
       2
-      >>> res
-      SweepResult(runs=12, epochs=2, monitor='val_loss', diverged=0, history=['loss', 'val_loss'])
+      >>> res.monitor, list(res.history)  # lr: the injected learning rate, as fit records it
+      ('val_loss', ['loss', 'val_loss', 'lr'])
     """
     where = "sweep"
     _check_layer(model, f"{where}: model: ")
@@ -749,7 +756,8 @@ def _compiled_sweep(
 
         def body(state, _):
             state, logs, _ = epoch(state, xd, yd, train_w[fold], run_val)
-            return state, logs
+            lr = learning_rate_in(state.opt_state)  # recorded as fit records it
+            return state, logs if lr is None else {**logs, "lr": lr}
 
         return jax.lax.scan(body, state, None, length=epochs)
 
@@ -879,7 +887,7 @@ def _run_chunks(train, runs, per_run, shared, keys, chunk_size, verbose, run_byt
                 flush=True,
             )
     state, logs = jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
-    history = {k: logs[k] for k in keys}
+    history = {k: logs[k] for k in [*keys, "lr"] if k in logs}
     finite = np.isfinite(history["loss"]).all(axis=1)
     for leaf in jax.tree.leaves(state.params):
         finite &= np.isfinite(leaf.reshape(num_runs, -1)).all(axis=1)

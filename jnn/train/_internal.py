@@ -7,8 +7,8 @@ here, so the engine's private modules can change without reaching into them.
 
 from jnn.train._checks import check_model_state, check_trace
 from jnn.train._epoch import EpochSpec, epoch_fn
-from jnn.train._logs import learning_rate_in, resolve_metrics
+from jnn.train._logs import resolve_metrics
 from jnn.train._state import OPTIMIZERS
 
 __all__ = ["OPTIMIZERS", "EpochSpec", "check_model_state", "check_trace", "epoch_fn",
-           "learning_rate_in", "resolve_metrics"]  # fmt: skip
+           "resolve_metrics"]  # fmt: skip

@@ -23,6 +23,12 @@ def maximizes(monitor: str, mode: str | None = None) -> bool:
     return mode == "max" if mode is not None else "acc" in monitor
 
 
+def _scalar_keys(history: dict[str, Any]) -> list[str]:
+    """History keys of scalar metrics (an array metric, a confusion matrix, stays in
+    ``history`` but has no table column)."""
+    return [k for k, v in history.items() if np.ndim(v) == 2]
+
+
 class SweepResult(NamedTuple):
     """What :func:`sweep` returns.
 
@@ -123,14 +129,14 @@ class SweepResult(NamedTuple):
     def table(self) -> Table:
         """One row per run: seed, hyperparameters, fold, diverged, final and best metrics."""
         best, best_epoch = self._best_over_epochs()
-        last = {k: self._last(k) for k in self.history}
+        last = {k: self._last(k) for k in _scalar_keys(self.history)}
         rows = []
         for r in self.runs:
             row: dict[str, Any] = {"run": r.index, "seed": r.seed, **r.hparams, "fold": r.fold}
             row["diverged"] = bool(self.diverged[r.index])
             if self.epochs_run is not None:
                 row["epochs"] = int(self.epochs_run[r.index])
-            for k in self.history:
+            for k in last:
                 row[k] = float(last[k][r.index])
             row[f"best_{self.monitor}"] = float(best[r.index])
             row["best_epoch"] = int(best_epoch[r.index]) + 1
@@ -178,7 +184,7 @@ class SweepResult(NamedTuple):
         for r in self.runs:
             groups.setdefault(tuple(r.hparams.items()), []).append(r.index)
         best, _ = self._best_over_epochs()
-        columns = {k: self._last(k) for k in self.history}
+        columns = {k: self._last(k) for k in _scalar_keys(self.history)}
         columns[f"best_{self.monitor}"] = best
         rows = []
         for setting, idx in groups.items():

@@ -58,7 +58,10 @@ def evaluate(
       data: ``(x, y)`` arrays with the same number of examples, or a stream of
         ``(x, y)`` / ``(x, y, weights)`` batches as in :func:`fit`.
       loss: a loss function or its name; optional if ``metrics`` are given.
-      metrics: names (``"accuracy"``) or functions ``m(pred, y, *, weights)``.
+      metrics: names (``"accuracy"``, ``"auc"``, ``"f1"``...), stateful
+        :class:`jnn.metrics.Metric` objects (exact over the whole data, on
+        arrays, streams and meshes alike) or functions ``m(pred, y, *,
+        weights)`` (averaged over examples), as in :func:`jnn.fit`.
       batch_size: examples per compiled step (arrays only).
       sample_weight: optional per-example weights of shape ``(N,)``.
       model_state: required for stateful models.
@@ -68,7 +71,8 @@ def evaluate(
       param_sharding: ``"replicated"`` or ``"fsdp"``, as in :func:`fit`.
 
     Returns:
-      A dict such as ``{"loss": 0.31, "accuracy": 0.9}``.
+      A dict such as ``{"loss": 0.31, "accuracy": 0.9}`` (floats; an array for an
+      array-valued metric such as :func:`jnn.metrics.ConfusionMatrix`).
 
     Raises:
       TypeError / ValueError: for bad data, bad sizes, unknown names, or

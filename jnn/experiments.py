@@ -49,7 +49,18 @@ from jnn._table import Table
 from jnn._typing import Array, ArrayLike, Params
 from jnn.layers._base import AnyLayer, _check_layer, is_stateful, stateful
 from jnn.train import TrainState, get_optimizer
-from jnn.train._internal import OPTIMIZERS, EpochSpec, check_trace, epoch_fn, resolve_metrics
+from jnn.train._internal import (
+    OPTIMIZERS,
+    EpochSpec,
+    Policy,
+    apply_policy,
+    build_tx,
+    cast_floating,
+    check_trace,
+    epoch_fn,
+    get_policy,
+    resolve_metrics,
+)
 
 __all__ = [
     "Bootstrap",
@@ -577,6 +588,7 @@ def sweep(
     monitor: str | None = None,
     chunk_size: int | None = None,
     verbose: int = 0,
+    policy: str | Policy | None = None,
 ) -> SweepResult:
     """Train every (hyperparameter setting, seed, fold) run at once, vmapped and compiled once.
 
@@ -602,6 +614,7 @@ def sweep(
       chunk_size: runs per compiled call; default from the memory one run needs
         and the memory available. Rounded up to a multiple of the device count.
       verbose: 1 prints one line per chunk.
+      policy: the precision policy every run trains under, as in :func:`jnn.fit`.
 
     Returns:
       A :class:`SweepResult`. Runs are ordered setting-major, then seed, then fold.
@@ -627,13 +640,15 @@ def sweep(
     """
     where = "sweep"
     _check_layer(model, f"{where}: model: ")
-    smodel = stateful(model)
+    precision = get_policy(policy, where)
+    smodel = apply_policy(stateful(model), precision)
     x, y, w = check_xy(where, data, weights=sample_weight)
     n = x.shape[0]
     epochs = check_positive_int(where, "epochs", epochs)
     batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
     settings = _hparam_settings(hparams)
     factory, tx = _optimizer(optimizer, settings)
+    tx = build_tx(tx, precision)
     seed_list = _seed_list(seeds)
     fold_weights = _fold_weights(folds, n)
     if fold_weights is not None and validation_data is not None:
@@ -689,7 +704,7 @@ def sweep(
 
     train = _compiled_sweep(
         smodel, loss_fn, tx, factory, metric_fns, batch_size, shuffle, validate,
-        fold_weights is not None, epochs, in_shape,
+        fold_weights is not None, epochs, in_shape, precision,
     )  # fmt: skip
     return _run_chunks(
         train, runs, per_run, shared, keys, chunk_size, verbose,
@@ -727,6 +742,7 @@ def _compiled_sweep(
     folded,
     epochs,
     in_shape,
+    precision,
 ) -> Callable:
     """``train(init_seed, shuffle_seed, fold, hparams, shared)``: a chunk of runs, jitted.
 
@@ -739,8 +755,12 @@ def _compiled_sweep(
         xd, yd, train_w, val_w, val = shared
         init_key, fit_key = _seed_keys(init_seed, shuffle_seed)
         _, params, model_state = smodel.init(init_key, in_shape)
-        # Exactly what fit does with optax.inject_hyperparams(factory)(**hparams).
-        run_tx = tx if factory is None else optax.inject_hyperparams(factory)(**hp)
+        params = cast_floating(params, precision.param_dtype)
+        # Exactly what fit does with optax.inject_hyperparams(factory)(**hparams), under the
+        # policy (a float16 one adds the loss scale; uncached: the hparams are traced).
+        run_tx = tx
+        if factory is not None:
+            run_tx = build_tx.__wrapped__(optax.inject_hyperparams(factory)(**hp), precision)
         state = TrainState(
             params, run_tx.init(params), jnp.zeros((), jnp.int32), fit_key, model_state
         )

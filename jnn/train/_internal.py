@@ -8,7 +8,10 @@ here, so the engine's private modules can change without reaching into them.
 from jnn.train._checks import check_model_state, check_trace
 from jnn.train._epoch import EpochSpec, epoch_fn
 from jnn.train._logs import resolve_metrics
+from jnn.train._optim import build_tx
+from jnn.train._precision import Policy, apply_policy, cast_floating, get_policy
 from jnn.train._state import OPTIMIZERS
 
-__all__ = ["OPTIMIZERS", "EpochSpec", "check_model_state", "check_trace", "epoch_fn",
-           "resolve_metrics"]  # fmt: skip
+__all__ = ["OPTIMIZERS", "EpochSpec", "Policy", "apply_policy", "build_tx", "cast_floating",
+           "check_model_state",
+           "check_trace", "epoch_fn", "get_policy", "resolve_metrics"]  # fmt: skip

@@ -35,6 +35,7 @@ PUBLIC: dict[str, list[str]] = {
         # training
         "Callback", "EarlyStopping", "FitResult", "NonFiniteError", "TrainState", "evaluate",
         "fit", "get_optimizer", "make_train_step", "predict", "summary",
+        "Policy", "get_policy",
         # modules and metadata
         "checkpoint", "distributed", "experiments", "layers", "losses", "metrics",
         "__version__",
@@ -79,6 +80,7 @@ PUBLIC: dict[str, list[str]] = {
     "jnn.train": [
         "Callback", "EarlyStopping", "FitResult", "NonFiniteError", "TrainState", "evaluate",
         "fit", "get_optimizer", "make_train_step", "predict",
+        "Policy", "get_policy",
     ],
 }  # fmt: skip
 

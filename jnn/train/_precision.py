@@ -101,6 +101,13 @@ def get_policy(policy: str | Policy | None, where: str = "get_policy") -> Policy
     """The :class:`Policy` for a name (``"float32"``, ``"mixed_bfloat16"``,
     ``"mixed_float16"``), a :class:`Policy` (returned as is), or None (float32).
 
+    Args:
+      policy: the name, policy or None.
+      where: the caller, opening error messages.
+
+    Returns:
+      The :class:`Policy`.
+
     Raises:
       ValueError: for an unknown name (naming the closest).
       TypeError: for anything else.

@@ -43,15 +43,22 @@ def test_named_policies_and_errors():
     assert jnn.Policy(jnp.float32, jnp.bfloat16, np.float32).compute_dtype == "bfloat16"
     with pytest.raises(ValueError, match="Did you mean 'mixed_bfloat16'"):
         jnn.get_policy("mixed_bfloat")
-    with pytest.raises(ValueError, match="compute_dtype must be one of.*got 'int8'"):
+    with pytest.raises(ValueError, match=r"compute_dtype must be one of.*got 'int8'"):
         jnn.Policy("float32", "int8")
     with pytest.raises(TypeError, match="policy must be a name"):
         jnn.get_policy(16)
     x, y = data()
     _, params = MLP.init(jax.random.key(0), (-1, 6))
     for call in (
-        lambda: jnn.fit(MLP, params, (x, y), loss="cross_entropy", key=jax.random.key(1),
-                        policy="mixed_float32", verbose=0),  # fmt: skip
+        lambda: jnn.fit(
+            MLP,
+            params,
+            (x, y),
+            loss="cross_entropy",
+            key=jax.random.key(1),
+            policy="mixed_float32",
+            verbose=0,
+        ),
         lambda: jnn.predict(MLP, params, x, policy="bf16"),
         lambda: jnn.evaluate(MLP, params, (x, y), loss="cross_entropy", policy="fp16"),
         lambda: jnn.make_train_step(MLP, "mse", "sgd", policy="half"),
@@ -72,7 +79,8 @@ def test_bfloat16_computes_in_bfloat16_with_float32_params_and_outputs():
     res = jnn.fit(MLP, params, (x, y), loss="cross_entropy", epochs=2, batch_size=32,
                   key=jax.random.key(1), policy="mixed_bfloat16", verbose=0)  # fmt: skip
     assert {a.dtype for a in jax.tree.leaves((res.params, res.opt_state))} <= {
-        np.dtype("float32"), np.dtype("int32")
+        np.dtype("float32"),
+        np.dtype("int32"),
     }
     # the loss is computed in float32 from the bf16 outputs (handwritten reference)
     got = jnn.evaluate(MLP, res.params, (x, y), loss="cross_entropy", policy="mixed_bfloat16")
@@ -101,7 +109,7 @@ def test_loss_scale_skips_overflow_halves_and_grows():
     assert float(after.scale) == 2.0**14 and not np.any(np.asarray(updates["w"]))
     assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), after.inner, state.inner))
     good = {"w": jnp.array([0.5, -1.0, 2.0])}
-    ref_updates, ref_inner = optax.adam(0.1).update(good, state.inner, params)
+    ref_updates, _ = optax.adam(0.1).update(good, state.inner, params)
     updates, one = tx.update(good, after, params)
     np.testing.assert_allclose(updates["w"], ref_updates["w"])  # exactly adam when finite
     _, two = tx.update(good, one, params)
@@ -125,7 +133,7 @@ def test_mixed_float16_overflow_is_skipped_not_divergence():
     # make_train_step needs the state that holds the loss scale
     step = jnn.make_train_step(model, "mse", "sgd", learning_rate=0.01, policy="mixed_float16")
     plain = jnn.TrainState.create(params, "sgd", learning_rate=0.01, key=jax.random.key(2))
-    with pytest.raises(ValueError, match="TrainState.create"):
+    with pytest.raises(ValueError, match=r"TrainState\.create"):
         step(plain, (x, y))
     state = jnn.TrainState.create(params, "sgd", learning_rate=0.01, key=jax.random.key(2),
                                   policy="mixed_float16")  # fmt: skip
@@ -178,7 +186,7 @@ def test_low_precision_inputs_everywhere(tmp_path):
                      verbose=0)  # fmt: skip
     assert np.isfinite(arrays.history["val_loss"][0])
     np.testing.assert_allclose(streamed.history["loss"], arrays.history["loss"], rtol=1e-5)
-    with pytest.raises(ValueError, match="not finite|NaN|Inf"):
+    with pytest.raises(ValueError, match=r"not finite|NaN|Inf"):
         bad = x.astype(BF16)
         bad[3, 2] = np.inf
         jnn.predict(MLP, params, bad)

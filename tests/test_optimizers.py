@@ -114,12 +114,15 @@ def test_frozen_params_bit_identical_no_state_and_trainable_ones_as_handwritten(
         def head_loss(head, xb, yb):
             return loss_fn({"dense_0": params["dense_0"], "dense_1": head}, xb, yb)
 
+        @jax.jit
+        def step(head, state, xb, yb):
+            updates, state = tx.update(jax.grad(head_loss)(head, xb, yb), state, head)
+            return optax.apply_updates(head, updates), state
+
         head, state = params["dense_1"], tx.init(params["dense_1"])
         for _ in range(3):
             for i in (0, 16):
-                grads = jax.grad(head_loss)(head, x[i : i + 16], y[i : i + 16])
-                updates, state = tx.update(grads, state, head)
-                head = optax.apply_updates(head, updates)
+                head, state = step(head, state, x[i : i + 16], y[i : i + 16])
         close(res.params["dense_1"], head)
 
 

@@ -20,9 +20,11 @@ The package holds one private module per concern:
 - ``_precision``: precision policies and the dynamic loss scale;
 - ``_optim``: optimizer extras (accumulation, EMA, frozen params) as optax wrappers;
 - ``_fit``: :func:`fit`; ``_infer``: :func:`evaluate` and :func:`predict`;
+- ``_cache``: compiled programs, shared by models of one structure (bounded LRUs);
 - ``_internal``: the names other jnn modules (experiments, export) build on.
 """
 
+from jnn._compile_cache import compile_cache
 from jnn.train._control import Callback, EarlyStopping, FitResult
 from jnn.train._fit import fit
 from jnn.train._infer import evaluate, predict
@@ -37,6 +39,7 @@ __all__ = [
     "NonFiniteError",
     "Policy",
     "TrainState",
+    "compile_cache",
     "evaluate",
     "fit",
     "get_optimizer",

@@ -35,6 +35,7 @@ import optax
 from jnn._data import close_match
 from jnn._typing import Array
 from jnn.layers._base import StatefulLayer
+from jnn.train._cache import canonical
 
 FLOATS = ("float32", "bfloat16", "float16")
 
@@ -146,10 +147,15 @@ def cast_floating(tree: Any, dtype: Any) -> Any:
     return jax.tree.map(cast, tree)
 
 
-@functools.lru_cache(maxsize=64)
 def apply_policy(model: StatefulLayer, policy: Policy) -> StatefulLayer:
-    """``model`` computing under ``policy`` (the same object for the same pair, so
-    compiled programs are reused). Model state keeps its dtype."""
+    """``model`` computing under ``policy``. Model state keeps its dtype. Models of the
+    same structure (:func:`jnn.train._cache.canonical`) and policy give the same object,
+    so compiled programs are shared as for unwrapped models."""
+    return _apply_policy(canonical(model), policy)
+
+
+@functools.lru_cache(maxsize=256)
+def _apply_policy(model: StatefulLayer, policy: Policy) -> StatefulLayer:
     compute, output = jnp.dtype(policy.compute_dtype), jnp.dtype(policy.output_dtype)
 
     def apply(params, state, x, *, key=None, train=False):

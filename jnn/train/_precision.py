@@ -166,7 +166,10 @@ def _apply_policy(model: StatefulLayer, policy: Policy) -> StatefulLayer:
         new_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_state, state)
         return cast_floating(y, output), new_state
 
-    return StatefulLayer(model.init, apply)
+    def init(key, input_shape):  # its own function: the inner one carries the inner
+        return model.init(key, input_shape)  # model's description (its cache key)
+
+    return StatefulLayer(init, apply)
 
 
 # --------------------------------------------------------------------------- loss scaling

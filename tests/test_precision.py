@@ -218,3 +218,18 @@ def test_sweep_policy_equals_lone_fit():
     alone = jnn.fit(model, params, (x, y), optimizer=optax.adam(1e-2), key=fit_key,
                     policy="mixed_bfloat16", verbose=0, **kw)  # fmt: skip
     np.testing.assert_allclose(alone.history["loss"], res.history["loss"][0], rtol=1e-5)
+
+
+def test_policy_models_share_programs_by_structure_never_with_float32():
+    from jnn.layers._base import stateful
+    from jnn.train._cache import canonical
+    from jnn.train._precision import apply_policy
+
+    def build():
+        return jnn.serial(jnn.Dense(4, activation="relu"), jnn.Dense(1))
+
+    bf16, f32 = jnn.get_policy("mixed_bfloat16"), jnn.get_policy("float32")
+    first, second = apply_policy(stateful(build()), bf16), apply_policy(stateful(build()), bf16)
+    assert first is second  # built by the same code: one wrapper, one set of programs
+    assert canonical(first) is first  # never mapped to the unwrapped model's programs
+    assert apply_policy(stateful(build()), f32) is not first

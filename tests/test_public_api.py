@@ -37,9 +37,10 @@ PUBLIC: dict[str, list[str]] = {
         "fit", "get_optimizer", "make_train_step", "predict", "summary", "compile_cache",
         "Policy", "get_policy",
         # modules and metadata
-        "checkpoint", "distributed", "experiments", "layers", "losses", "metrics",
+        "callbacks", "checkpoint", "distributed", "experiments", "layers", "losses", "metrics",
         "__version__",
     ],
+    "jnn.callbacks": ["CSVLogger", "Callback", "EarlyStopping", "TensorBoard"],
     "jnn.checkpoint": [
         "Checkpoint", "CheckpointError", "FORMAT_VERSION", "all_checkpoints", "latest",
         "restore", "restore_latest", "save",
@@ -74,7 +75,11 @@ PUBLIC: dict[str, list[str]] = {
         "bce", "bce_with_logits", "categorical_crossentropy", "cross_entropy", "get", "mae",
         "mse",
     ],
-    "jnn.metrics": ["accuracy", "binary_accuracy", "categorical_accuracy", "get"],
+    "jnn.metrics": [
+        "accuracy", "binary_accuracy", "categorical_accuracy", "get",
+        "AUC", "F1", "MAE", "R2", "RMSE", "ConfusionMatrix", "Metric", "Precision", "Recall",
+        "TopKAccuracy",
+    ],
     "jnn.serve": ["DEFAULT_MAX_BODY_BYTES", "create_app", "load_model", "serve"],
     "jnn.summary": ["Summary", "SummaryRow", "format_table", "summary"],
     "jnn.train": [

@@ -30,7 +30,7 @@ import numpy as np
 from jnn._data import check_positive_int, check_xy
 from jnn.train._cache import program_cache
 from jnn.train._epoch import EpochOut, eval_scan, train_scan, zero_sums
-from jnn.train._logs import Sums, batch_logs
+from jnn.train._logs import StepTrace, Sums, batch_logs
 from jnn.train._state import TrainState
 from jnn.train._step import NanGuard, pure_step
 
@@ -432,8 +432,11 @@ def _batch_specs(spec: Spec) -> tuple[jax.ShapeDtypeStruct, ...]:
 class StreamEpoch:
     """``fit``'s epoch for a stream: ``epoch(state, interrupted=, tick=) -> EpochOut``."""
 
-    def __init__(self, *, where, source, model, loss_fn, tx, metric_fns, k, put, on_nan=None):
+    def __init__(
+        self, *, where, source, model, loss_fn, tx, metric_fns, k, put, on_nan=None, log_every=None
+    ):
         self.where, self.source, self.k, self.put = where, source, k, put
+        self.log_every = log_every
         self.guard = NanGuard(on_nan)
         self.full = compiled_steps(model, loss_fn, tx, metric_fns, False, on_nan)
         self.masked = compiled_steps(model, loss_fn, tx, metric_fns, True, on_nan)
@@ -448,6 +451,8 @@ class StreamEpoch:
             logs = lambda *args: self.step(*args)[1]  # noqa: E731
             self.log_shapes = jax.eval_shape(logs, state, *_batch_specs(self.source.spec))
         sums, g = Sums.zeros_like(self.log_shapes), self.guard.init()  # fresh: calls donate them
+        if self.log_every is not None:  # fit checked that the length is known
+            sums = sums._replace(trace=StepTrace.zeros(self.source.length, self.log_every))
         batches = examples = 0
         items = self.source.epoch()
         feed = Prefetch(groups(self.where, items, self.source.spec, self.k, 2), self.put)

@@ -54,6 +54,7 @@ PUBLIC: dict[str, list[str]] = {
     "jnn.experiments": [
         "Bootstrap", "KFold", "Run", "SweepResult", "Table", "bootstrap_weights",
         "kfold_weights", "run_keys", "sweep",
+        "Choice", "IntUniform", "LogUniform", "PBT", "SuccessiveHalving", "Uniform",
     ],
     "jnn.export": [
         "FORMAT_VERSION", "MAGIC", "OnnxPredictor", "Predictor", "load", "save", "save_onnx",

@@ -217,7 +217,7 @@ def sweep(
 
     compiled = functools.partial(
         _compiled_sweep, smodel, loss_fn, tx, factory, metric_fns, batch_size, shuffle, validate,
-        fold_weights is not None, precision=precision,
+        fold_weights is not None, precision,
     )  # fmt: skip
     run_bytes = lambda: _run_bytes(  # noqa: E731
         smodel, tx, loss_fn, (x.shape[1:], x.dtype), (y.shape[1:], y.dtype), n,
@@ -268,9 +268,9 @@ def _compiled_sweep(
     shuffle,
     validate,
     folded,
+    precision,
     epochs,
     in_shape,
-    precision=None,
 ) -> Callable:
     """``train(init_seed, shuffle_seed, fold, hparams, shared)``: a chunk of runs, jitted.
 

@@ -31,11 +31,20 @@ class Program(NamedTuple):
 
 @functools.lru_cache(maxsize=16)
 def program(
-    smodel, loss_fn, tx, factory, metric_fns, batch_size, shuffle, validate, folded, in_shape,
+    smodel,
+    loss_fn,
+    tx,
+    factory,
+    metric_fns,
+    batch_size,
+    shuffle,
+    validate,
+    folded,
+    in_shape,
     precision=None,
 ) -> Program:
     """The pieces of one run (cached: the same settings give the same functions); under
-    ``precision`` (a :class:`jnn.Policy`; ``smodel`` and ``tx`` already carry it)."""  # fmt: skip
+    ``precision`` (a :class:`jnn.Policy`; ``smodel`` and ``tx`` already carry it)."""
     precision = get_policy(precision, "sweep")
     epoch = epoch_fn(EpochSpec(smodel, loss_fn, tx, metric_fns, batch_size, shuffle, validate))
 

@@ -278,7 +278,16 @@ def _compiled_sweep(
     over the epochs; ``jax.vmap`` runs them in lockstep.
     """
     prog = program(
-        smodel, loss_fn, tx, factory, metric_fns, batch_size, shuffle, validate, folded, in_shape,
+        smodel,
+        loss_fn,
+        tx,
+        factory,
+        metric_fns,
+        batch_size,
+        shuffle,
+        validate,
+        folded,
+        in_shape,
         precision,
     )
 

@@ -18,7 +18,14 @@ import optax
 
 from jnn.experiments._runs import _seed_keys
 from jnn.train import TrainState
-from jnn.train._internal import EpochSpec, build_tx, cast_floating, epoch_fn, get_policy
+from jnn.train._internal import (
+    EpochSpec,
+    build_tx,
+    cast_floating,
+    epoch_fn,
+    get_policy,
+    program_cache,
+)
 
 
 class Program(NamedTuple):
@@ -29,7 +36,7 @@ class Program(NamedTuple):
     train: Callable
 
 
-@functools.lru_cache(maxsize=16)
+@program_cache
 def program(
     smodel,
     loss_fn,

@@ -42,6 +42,7 @@ from jnn.train._internal import (
     build_tx,
     check_trace,
     get_policy,
+    program_cache,
     resolve_metrics,
 )
 
@@ -247,7 +248,7 @@ def sweep(
     return run_pbt(schedule, ctx)
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache
 def _traced_out_shape(smodel, loss_fn, metric_fns, x_spec, y_spec) -> tuple:
     """``fit``'s eager shape check (trace, never compile), cached per model and shapes."""
     x = jax.ShapeDtypeStruct(*x_spec)
@@ -257,7 +258,7 @@ def _traced_out_shape(smodel, loss_fn, metric_fns, x_spec, y_spec) -> tuple:
     return check_trace("sweep", smodel, params, model_state, loss_fn, metric_fns, x, y, None)
 
 
-@functools.lru_cache(maxsize=16)
+@program_cache
 def _compiled_sweep(
     smodel,
     loss_fn,

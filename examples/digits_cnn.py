@@ -5,6 +5,7 @@ on the other 20%, and saves the training curves as a PNG::
 
     python examples/digits_cnn.py                       # artifacts/digits_cnn.png
     python examples/digits_cnn.py --epochs 10 --out /tmp/curve.png
+    python examples/digits_cnn.py --policy mixed_bfloat16    # bfloat16 compute
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="artifacts/digits_cnn.png", help="PNG path ('' = none)")
     parser.add_argument("--verbose", type=int, default=2)
+    parser.add_argument("--policy", default="float32", help="float32, mixed_bfloat16, ...")
     args = parser.parse_args(argv)
 
     x_train, x_test, y_train, y_test = load(args.seed)
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         validation_data=(x_test, y_test),
         key=fit_key,
         verbose=args.verbose,
+        policy=args.policy,
     )
     seconds = time.perf_counter() - start
     # The last epoch's validation pass ran on the final params and BatchNorm state.

@@ -5,6 +5,7 @@ cross-entropy on scikit-learn's breast-cancer data (its 10 "mean" features),
 reports held-out accuracy and saves the training curves as a PNG.
 
     python examples/quickstart.py [--epochs 60] [--out artifacts/quickstart.png]
+                                  [--policy mixed_bfloat16]
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ def load_data(seed: int = 0):
 # --8<-- [end:load_data]
 
 
-def main(epochs: int = 60, out: str = "artifacts/quickstart.png", verbose: int = 2) -> float:
+def main(
+    epochs: int = 60,
+    out: str | None = "artifacts/quickstart.png",
+    verbose: int = 2,
+    policy: str = "float32",
+) -> float:
     x_train, x_test, y_train, y_test = load_data()
 
     # 1. Define the network.
@@ -62,13 +68,15 @@ def main(epochs: int = 60, out: str = "artifacts/quickstart.png", verbose: int =
         validation_data=(x_test, y_test),
         key=key,
         verbose=verbose,
+        policy=policy,  # "mixed_bfloat16": compute in bfloat16, float32 weights
     )
 
-    # 4. Predict.
-    probs = jnn.predict(model, result.params, x_test)
+    # 4. Predict (under the policy it was trained with).
+    probs = jnn.predict(model, result.params, x_test, policy=policy)
     accuracy = float(((probs > 0.5) == y_test).mean())
     print(f"held-out accuracy: {accuracy:.4f} on {len(x_test)} examples")
-    save_curves(result.history, out)
+    if out:
+        save_curves(result.history, out)
     return accuracy
 
 
@@ -100,5 +108,6 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--out", default="artifacts/quickstart.png")
     parser.add_argument("--verbose", type=int, default=2)
+    parser.add_argument("--policy", default="float32", help="float32, mixed_bfloat16, ...")
     args = parser.parse_args()
-    main(args.epochs, args.out, args.verbose)
+    main(args.epochs, args.out, args.verbose, args.policy)

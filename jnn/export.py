@@ -32,6 +32,7 @@ damage, since anyone can recompute it). Load only files you trust. What
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import json
@@ -46,7 +47,7 @@ import numpy as np
 from flax import serialization
 
 from jnn import _container
-from jnn._data import is_int
+from jnn._data import _kind, is_int
 from jnn._model_file import (
     ALLOWED_CUSTOM_CALLS,
     ExportError,
@@ -86,6 +87,7 @@ def save(
     labels: Sequence[str] | None = None,
     platforms: Sequence[str] = DEFAULT_PLATFORMS,
     description: str = "",
+    policy: Any = None,
 ) -> dict[str, Any]:
     """Export ``model``'s forward pass (evaluation mode) and weights to one file.
 
@@ -103,6 +105,10 @@ def save(
         unit, or two for a single-unit binary classifier.
       platforms: platforms to lower for; the file runs on any of them.
       description: free text stored in the metadata.
+      policy: the precision policy the model was trained with (a name such as
+        ``"mixed_bfloat16"`` or a :class:`jnn.Policy`): the exported program
+        computes under it, as in training (inputs and params cast to its
+        compute dtype, outputs in its output dtype). Recorded in the metadata.
 
     Returns:
       The metadata written (also available as ``load(path).metadata``).
@@ -124,16 +130,17 @@ def save(
       (5, 1)
     """
     from jnn.summary import summary
-    from jnn.train._internal import check_model_state
+    from jnn.train._internal import apply_policy, check_model_state, get_policy
 
     where = "export.save"
     _check_layer(model, f"{where}: model: ")
+    precision = get_policy(policy, where)
     model_state = check_model_state(where, model, model_state)
     feature_shape, dtype = _input_spec(where, input_spec, dtype)
     platforms = _platforms(where, platforms)
     weights, treedef = jax.tree.flatten((params, model_state))
     weights = [np.asarray(w) for w in weights]
-    smodel = stateful(model)
+    smodel = apply_policy(stateful(model), precision)
 
     def forward(weights: list, x: jax.Array) -> jax.Array:
         p, s = jax.tree.unflatten(treedef, weights)
@@ -165,6 +172,7 @@ def save(
         "output": {"shape": [None, *out_shape], "dtype": out_dtype},
         "labels": labels,
         "description": str(description),
+        "policy": dataclasses.asdict(precision),
         "summary": summary(model, (-1, *feature_shape)).to_dict(),
     }
     body = serialization.msgpack_serialize(
@@ -399,7 +407,7 @@ def _input_spec(where: str, spec: Any, dtype: Any) -> tuple[tuple[int, ...], np.
                 "every other dimension must be a positive int."
             )
     dtype = np.dtype(dtype)
-    if dtype.kind not in "iuf":
+    if _kind(dtype) not in ("i", "f"):  # bfloat16 is a float (numpy says kind "V")
         raise TypeError(f"{where}: the input dtype must be numeric, got {dtype}.")
     return tuple(int(d) for d in features), dtype
 

@@ -35,6 +35,7 @@ PUBLIC: dict[str, list[str]] = {
         # training
         "Callback", "EarlyStopping", "FitResult", "NonFiniteError", "TrainState", "evaluate",
         "fit", "get_optimizer", "make_train_step", "predict", "summary", "compile_cache",
+        "Policy", "get_policy",
         # modules and metadata
         "callbacks", "checkpoint", "distributed", "experiments", "layers", "losses", "metrics",
         "__version__",
@@ -85,6 +86,7 @@ PUBLIC: dict[str, list[str]] = {
     "jnn.train": [
         "Callback", "EarlyStopping", "FitResult", "NonFiniteError", "TrainState", "evaluate",
         "fit", "get_optimizer", "make_train_step", "predict", "compile_cache",
+        "Policy", "get_policy",
     ],
 }  # fmt: skip
 

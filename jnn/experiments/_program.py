@@ -18,7 +18,14 @@ import optax
 
 from jnn.experiments._runs import _seed_keys
 from jnn.train import TrainState
-from jnn.train._internal import EpochSpec, epoch_fn, program_cache
+from jnn.train._internal import (
+    EpochSpec,
+    build_tx,
+    cast_floating,
+    epoch_fn,
+    get_policy,
+    program_cache,
+)
 
 
 class Program(NamedTuple):
@@ -31,16 +38,32 @@ class Program(NamedTuple):
 
 @program_cache
 def program(
-    smodel, loss_fn, tx, factory, metric_fns, batch_size, shuffle, validate, folded, in_shape
+    smodel,
+    loss_fn,
+    tx,
+    factory,
+    metric_fns,
+    batch_size,
+    shuffle,
+    validate,
+    folded,
+    in_shape,
+    precision=None,
 ) -> Program:
-    """The pieces of one run (cached: the same settings give the same functions)."""
+    """The pieces of one run (cached: the same settings give the same functions); under
+    ``precision`` (a :class:`jnn.Policy`; ``smodel`` and ``tx`` already carry it)."""
+    precision = get_policy(precision, "sweep")
     epoch = epoch_fn(EpochSpec(smodel, loss_fn, tx, metric_fns, batch_size, shuffle, validate))
 
     def init(init_seed, shuffle_seed, hp):
         init_key, fit_key = _seed_keys(init_seed, shuffle_seed)
         _, params, model_state = smodel.init(init_key, in_shape)
-        # Exactly what fit does with optax.inject_hyperparams(factory)(**hparams).
-        run_tx = tx if factory is None else optax.inject_hyperparams(factory)(**hp)
+        params = cast_floating(params, precision.param_dtype)
+        # Exactly what fit does with optax.inject_hyperparams(factory)(**hparams), under the
+        # policy (a float16 one adds the loss scale; uncached: the hparams are traced).
+        run_tx = tx
+        if factory is not None:
+            run_tx = build_tx.__wrapped__(optax.inject_hyperparams(factory)(**hp), precision)
         return TrainState(
             params, run_tx.init(params), jnp.zeros((), jnp.int32), fit_key, model_state
         )

@@ -36,7 +36,15 @@ from jnn.experiments._runs import (
 from jnn.experiments._schedule import PBT, Context, SuccessiveHalving, run_halving, run_pbt
 from jnn.experiments._space import as_spaces, has_space, sample_settings
 from jnn.layers._base import AnyLayer, _check_layer, stateful
-from jnn.train._internal import check_trace, program_cache, resolve_metrics
+from jnn.train._internal import (
+    Policy,
+    apply_policy,
+    build_tx,
+    check_trace,
+    get_policy,
+    program_cache,
+    resolve_metrics,
+)
 
 # --------------------------------------------------------------------------- sweep
 
@@ -59,6 +67,7 @@ def sweep(
     monitor: str | None = None,
     chunk_size: int | None = None,
     verbose: int = 0,
+    policy: str | Policy | None = None,
     num_samples: int | None = None,
     sampler: str = "sobol",
     schedule: SuccessiveHalving | PBT | None = None,
@@ -91,6 +100,7 @@ def sweep(
       chunk_size: runs per compiled call; default from the memory one run needs
         and the memory available. Rounded up to a multiple of the device count.
       verbose: 1 prints one line per chunk.
+      policy: the precision policy every run trains under, as in :func:`jnn.fit`.
       num_samples: how many settings to draw from the ``hparams`` space.
       sampler: ``"sobol"`` (scrambled Sobol points, scipy: spread evenly) or
         ``"random"`` (independent draws); both seeded from ``key``.
@@ -124,7 +134,8 @@ def sweep(
     """
     where = "sweep"
     _check_layer(model, f"{where}: model: ")
-    smodel = stateful(model)
+    precision = get_policy(policy, where)
+    smodel = apply_policy(stateful(model), precision)
     x, y, w = check_xy(where, data, weights=sample_weight)
     n = x.shape[0]
     epochs = check_positive_int(where, "epochs", epochs)
@@ -141,6 +152,7 @@ def sweep(
         seed = int(np.asarray(jax.random.key_data(jax.random.fold_in(key, 0))).view(np.uint32)[-1])
         settings = sample_settings(hparams, num_samples, sampler, seed)
     factory, tx = _optimizer(optimizer, settings)
+    tx = build_tx(tx, precision)
     if schedule is not None and not isinstance(schedule, (SuccessiveHalving, PBT)):
         raise TypeError(
             f"{where}: schedule must be SuccessiveHalving(...) or PBT(...), got {schedule!r}."
@@ -206,7 +218,7 @@ def sweep(
 
     compiled = functools.partial(
         _compiled_sweep, smodel, loss_fn, tx, factory, metric_fns, batch_size, shuffle, validate,
-        fold_weights is not None,
+        fold_weights is not None, precision,
     )  # fmt: skip
     run_bytes = lambda: _run_bytes(  # noqa: E731
         smodel, tx, loss_fn, (x.shape[1:], x.dtype), (y.shape[1:], y.dtype), n,
@@ -223,7 +235,7 @@ def sweep(
         )
     prog = program(
         smodel, loss_fn, tx, factory, metric_fns, batch_size, shuffle, validate,
-        fold_weights is not None, in_shape,
+        fold_weights is not None, in_shape, precision,
     )  # fmt: skip
     spaces = as_spaces(hparams) if isinstance(hparams, Mapping) else {}
     ctx = Context(
@@ -257,6 +269,7 @@ def _compiled_sweep(
     shuffle,
     validate,
     folded,
+    precision,
     epochs,
     in_shape,
 ) -> Callable:
@@ -266,7 +279,17 @@ def _compiled_sweep(
     over the epochs; ``jax.vmap`` runs them in lockstep.
     """
     prog = program(
-        smodel, loss_fn, tx, factory, metric_fns, batch_size, shuffle, validate, folded, in_shape
+        smodel,
+        loss_fn,
+        tx,
+        factory,
+        metric_fns,
+        batch_size,
+        shuffle,
+        validate,
+        folded,
+        in_shape,
+        precision,
     )
 
     def one_run(init_seed, shuffle_seed, fold, hp, shared):

@@ -41,6 +41,11 @@ def _row(v: Array, ndim: int) -> Array:
     return v.reshape((1,) * (ndim - 1) + (v.shape[-1],))
 
 
+def _stats_dtype(x: Array) -> Array:
+    """``x`` in at least float32, for its statistics (low-precision floats lose them)."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def _affine_params(name: str, features: int, use_scale: bool, use_bias: bool, dtype) -> Params:
     params = {}
     if use_scale:
@@ -108,9 +113,10 @@ def LayerNorm(
         x = check_inexact("LayerNorm", x)
         if params:
             _check_features("LayerNorm", x, next(iter(params.values())).shape[0])
-        mean = jnp.mean(x, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-        return _affine(params, (x - mean) * lax.rsqrt(var + epsilon))
+        xf = _stats_dtype(x)  # statistics in float32 under a bfloat16/float16 policy
+        mean = jnp.mean(xf, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+        return _affine(params, ((xf - mean) * lax.rsqrt(var + epsilon)).astype(x.dtype))
 
     return describe(
         Layer(init, apply),
@@ -165,8 +171,9 @@ def RMSNorm(
         x = check_inexact("RMSNorm", x)
         if params:
             _check_features("RMSNorm", x, params["scale"].shape[0])
-        ms = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
-        return _affine(params, x * lax.rsqrt(ms + epsilon))
+        xf = _stats_dtype(x)
+        ms = jnp.mean(jnp.square(xf), axis=-1, keepdims=True)
+        return _affine(params, (xf * lax.rsqrt(ms + epsilon)).astype(x.dtype))
 
     return describe(
         Layer(init, apply),
@@ -259,7 +266,7 @@ def BatchNorm(
         _check_features(name, x, state["mean"].shape[0])
         if train:
             axes = tuple(range(x.ndim - 1))
-            xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+            xf = _stats_dtype(x)
             mean = jnp.mean(xf, axis=axes)
             if axis_name is not None:
                 mean = lax.pmean(mean, axis_name)

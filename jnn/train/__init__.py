@@ -17,6 +17,8 @@ The package holds one private module per concern:
 - ``_stream``: epochs over a stream of batches (the same scan body);
 - ``_checks``: params, shapes and labels checked before compiling;
 - ``_control``: early stopping, callbacks, progress, Ctrl-C, :class:`FitResult`;
+- ``_precision``: precision policies and the dynamic loss scale;
+- ``_optim``: optimizer extras (accumulation, EMA, frozen params) as optax wrappers;
 - ``_fit``: :func:`fit`; ``_infer``: :func:`evaluate` and :func:`predict`;
 - ``_cache``: compiled programs, shared by models of one structure (bounded LRUs);
 - ``_internal``: the names other jnn modules (experiments, export) build on.
@@ -26,6 +28,7 @@ from jnn._compile_cache import compile_cache
 from jnn.train._control import Callback, EarlyStopping, FitResult
 from jnn.train._fit import fit
 from jnn.train._infer import evaluate, predict
+from jnn.train._precision import Policy, get_policy
 from jnn.train._state import TrainState, get_optimizer
 from jnn.train._step import NonFiniteError, make_train_step
 
@@ -34,11 +37,13 @@ __all__ = [
     "EarlyStopping",
     "FitResult",
     "NonFiniteError",
+    "Policy",
     "TrainState",
     "compile_cache",
     "evaluate",
     "fit",
     "get_optimizer",
+    "get_policy",
     "make_train_step",
     "predict",
 ]

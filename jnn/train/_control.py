@@ -16,6 +16,7 @@ import optax
 
 from jnn._data import check_int, check_number
 from jnn._typing import Params, State
+from jnn.train._optim import ema_params
 from jnn.train._state import TrainState
 
 
@@ -102,6 +103,11 @@ class FitResult(NamedTuple):
     def model_state(self) -> State:
         """Non-trainable model state (BatchNorm statistics); ``{}`` when stateless."""
         return self.state.model_state
+
+    @property
+    def ema_params(self) -> Params | None:
+        """The exponential moving average of the params (``fit(ema=...)``), else None."""
+        return ema_params(self.state.opt_state)
 
 
 def check_options(

@@ -32,6 +32,7 @@ from jnn._typing import Array
 from jnn.layers._base import StatefulLayer
 from jnn.train._cache import compiler_options, program_cache, small_epoch
 from jnn.train._logs import MetricFns, StepTrace, Sums, batch_logs
+from jnn.train._optim import eval_params_fn
 from jnn.train._shuffle import permutation
 from jnn.train._state import TrainState
 from jnn.train._step import GuardState, NanGuard, pure_step
@@ -206,6 +207,7 @@ class EpochSpec(NamedTuple):
     on_nan: str | None = None
     plan: Any = None
     log_every: int | None = None  # fit(log_every=): per-step loss in the carry (StepTrace)
+    ema_eval: bool = False  # validate with the params' EMA (``fit(ema_eval=True)``)
 
 
 class _Parts(NamedTuple):
@@ -220,7 +222,7 @@ def _parts(spec: EpochSpec) -> _Parts:
     step = pure_step(spec.model, spec.loss_fn, spec.tx, spec.metric_fns)
     guard = NanGuard(spec.on_nan)
     scan = train_scan(step, guard, masked=False, plan=spec.plan)
-    validation = None
+    validation, params_of = None, eval_params_fn(spec.ema_eval)
     if spec.validate:
         validation = eval_fn(spec.model, spec.loss_fn, spec.metric_fns, spec.batch_size, spec.plan)
 
@@ -239,7 +241,7 @@ def _parts(spec: EpochSpec) -> _Parts:
     def finish(state: TrainState, sums: Sums, val) -> dict[str, Array]:
         logs = sums.mean()
         if validation is not None:
-            val_logs = validation(state.params, state.model_state, *val)
+            val_logs = validation(params_of(state), state.model_state, *val)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         return logs
 

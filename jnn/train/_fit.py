@@ -31,6 +31,8 @@ from jnn.train._control import (
 )
 from jnn.train._epoch import ArrayEpoch, EpochSpec, compiled_eval, num_batches
 from jnn.train._logs import host_logs, lr_reader, resolve_metrics, step_logs
+from jnn.train._optim import build_tx, check_extras, eval_params_fn, trainable_labels
+from jnn.train._precision import Policy, apply_policy, cast_floating, get_policy
 from jnn.train._state import TrainState, fresh_state, get_optimizer
 from jnn.train._step import NanGuard, is_deleted
 from jnn.train._stream import StreamEpoch, Validated, default_put, evaluate_stream, stream_source
@@ -68,6 +70,11 @@ def fit(
     mesh: Mesh | str | None = None,
     param_sharding: str | None = None,
     log_every: int | None = None,
+    policy: str | Policy | None = None,
+    accumulate_steps: int = 1,
+    ema: float | None = None,
+    ema_eval: bool = False,
+    trainable: Callable[[str], bool] | Any = None,
 ) -> FitResult:
     """Train ``model`` on ``data = (x, y)``; each epoch is one compiled call.
 
@@ -162,6 +169,28 @@ def fit(
       param_sharding: with a mesh, ``"replicated"`` (default) or ``"fsdp"``:
         params and optimizer state split along the data axis (each leaf along
         its largest divisible dimension), for models too big to replicate.
+      policy: the precision policy: ``"float32"`` (default), ``"mixed_bfloat16"``,
+        ``"mixed_float16"`` or a :class:`jnn.Policy`. Params and optimizer state
+        stay in ``param_dtype`` (float32); inputs, params and activations are cast
+        to the compute dtype inside the step; losses and metrics are computed in
+        float32; normalization statistics in float32. ``"mixed_float16"`` trains
+        with a dynamic loss scale (kept in the optimizer state): a step whose
+        float16 gradients overflow is skipped and the scale halved, which the NaN
+        guard does not count as divergence. Evaluate, predict and export the
+        result with the same policy.
+      accumulate_steps: average the gradients of this many batches before one
+        optimizer update (``optax.MultiSteps``): like a batch ``accumulate_steps``
+        times larger, in the memory of one batch. ``state.step`` counts batches.
+      ema: keep an exponential moving average of the params with this decay in
+        (0, 1) (e.g. 0.999), updated on device after each update and held in the
+        optimizer state (so checkpoints and resume carry it); see
+        ``result.ema_params``.
+      ema_eval: evaluate ``validation_data`` with the EMA params (needs ``ema``).
+      trainable: which params train: a predicate ``f(path) -> bool`` on each
+        param leaf's path (its keys joined by ``/``, e.g. ``"0/w"``), or a pytree
+        of bools shaped like ``params`` (or a prefix of it: ``{"0": False}``
+        freezes layer 0). Frozen params come back bit-identical and get no
+        optimizer state. Default: all.
 
       log_every: record the training loss every this many steps (the weighted
         mean of each window of ``log_every`` steps) and the learning rate of the
@@ -174,9 +203,9 @@ def fit(
 
     Returns:
       A :class:`FitResult` with ``.params``, ``.opt_state``, ``.model_state``,
-      ``.state`` and ``.history``. The same key and data give bit-identical
-      params on the same device (and the same params, to float tolerance, on
-      any mesh). With a mesh the arrays are global; see
+      ``.state``, ``.history`` and ``.ema_params`` (None without ``ema``). The
+      same key and data give bit-identical params on the same device (and the
+      same params, to float tolerance, on any mesh). With a mesh the arrays are global; see
       :func:`jnn.distributed.gather`.
 
     Raises:
@@ -205,8 +234,11 @@ def fit(
     """
     where = "fit"
     _check_layer(model, f"{where}: model: ")
-    smodel = stateful(model)
+    precision = get_policy(policy, where)
+    smodel = apply_policy(stateful(model), precision)
     model_state = check_model_state(where, model, model_state)
+    accumulate_steps, ema = check_extras(where, accumulate_steps, ema, ema_eval)
+    labels = trainable_labels(where, trainable, params)
     plan = _distributed._plan(where, mesh, param_sharding)
     source = stream_source(
         where, data, steps_per_epoch, sample_weight=sample_weight, plan=plan,
@@ -231,7 +263,7 @@ def fit(
         steps_per_call = check_positive_int(where, "steps_per_call", steps_per_call)
     key = check_key(where, key)
     loss_fn = _losses.get(loss)
-    tx = get_optimizer(optimizer, learning_rate)
+    tx = build_tx(get_optimizer(optimizer, learning_rate), precision, accumulate_steps, ema, labels)
     metric_fns = resolve_metrics(metrics, loss_fn)
     checkpoint_every = check_positive_int(where, "checkpoint_every", checkpoint_every)
     guard = NanGuard.check_mode(where, on_nan)
@@ -270,6 +302,7 @@ def fit(
         )
 
     # Fresh buffers: the compiled epoch donates its state, never the caller's arrays.
+    params = cast_floating(params, precision.param_dtype)
     state = fresh_state(tx)(params, opt_state, key, model_state)
     if plan is not None:
         state = plan.put_state(state)
@@ -286,7 +319,7 @@ def fit(
             )
     runner = _epoch_runner(
         where, smodel, loss_fn, tx, metric_fns, batch_size, shuffle, on_nan, plan, state,
-        (x, y, w), source, val, val_source, steps_per_call, log_every,
+        (x, y, w), source, val, val_source, steps_per_call, log_every, bool(ema_eval),
     )  # fmt: skip
     history: dict[str, list[float]] = {k: [] for k in history_keys}
     done = 0  # completed epochs
@@ -364,14 +397,25 @@ def fit(
 
 def _epoch_runner(
     where, model, loss_fn, tx, metric_fns, batch_size, shuffle, on_nan, plan, state, data,
-    source, val, val_source, steps_per_call, log_every=None,
+    source, val, val_source, steps_per_call, log_every=None, ema_eval=False,
 ):  # fmt: skip
     """``fit``'s epoch: ``runner(state, interrupted=, tick=) -> EpochOut``, for arrays or a
     stream, validated inside the compiled epoch (arrays) or after it (streams)."""
     fused_val = source is None and val_source is None and val is not None
     spec = EpochSpec(
-        model, loss_fn, tx, metric_fns, batch_size, shuffle, fused_val, on_nan, plan, log_every
+        model,
+        loss_fn,
+        tx,
+        metric_fns,
+        batch_size,
+        shuffle,
+        fused_val,
+        on_nan,
+        plan,
+        log_every,
+        ema_eval,
     )
+    params_of = eval_params_fn(ema_eval)
     if source is None:
         xd, yd, wd = jax.device_put(data) if plan is None else plan.put_data(where, data)
         runner: Any = ArrayEpoch(spec, state, (xd, yd, wd), val, steps_per_call)
@@ -390,10 +434,12 @@ def _epoch_runner(
                 params=params, model_state=model_state, k=k, put=default_put(),
             )  # fmt: skip
 
-        return Validated(runner, validate)
+        return Validated(runner, validate, params_of)
     if val is not None and not fused_val:
         run = compiled_eval(model, loss_fn, metric_fns, batch_size)
-        return Validated(runner, lambda params, model_state: run(params, model_state, *val))
+        return Validated(
+            runner, lambda params, model_state: run(params, model_state, *val), params_of
+        )
     return runner
 
 

@@ -20,6 +20,7 @@ from jnn.train._cache import program_cache
 from jnn.train._checks import check_model_state, check_trace, traced
 from jnn.train._epoch import compiled_eval
 from jnn.train._logs import host_logs, resolve_metrics
+from jnn.train._precision import Policy, apply_policy, get_policy
 from jnn.train._stream import default_put, evaluate_stream, predict_stream, stream_source
 
 
@@ -42,6 +43,7 @@ def evaluate(
     steps: int | None = None,
     mesh: Mesh | str | None = None,
     param_sharding: str | None = None,
+    policy: str | Policy | None = None,
 ) -> dict[str, float]:
     """Loss and metrics of ``model`` on ``data = (x, y)``, in evaluation mode.
 
@@ -69,6 +71,8 @@ def evaluate(
       steps: for a stream, the most batches to take (needed when infinite).
       mesh: a mesh or ``"auto"``: split batches over its data axis, as in :func:`fit`.
       param_sharding: ``"replicated"`` or ``"fsdp"``, as in :func:`fit`.
+      policy: the precision policy to compute under (as in :func:`fit`; use the
+        one the model was trained with). Outputs come in its output dtype.
 
     Returns:
       A dict such as ``{"loss": 0.31, "accuracy": 0.9}`` (floats; an array for an
@@ -90,7 +94,7 @@ def evaluate(
     _check_layer(model, f"{where}: model: ")
     if loss is None and not metrics:
         raise ValueError(f"{where}: give a loss and/or metrics to compute.")
-    smodel = stateful(model)
+    smodel = apply_policy(stateful(model), get_policy(policy, where))
     model_state = check_model_state(where, model, model_state)
     plan = _distributed._plan(where, mesh, param_sharding)
     source = stream_source(where, data, steps, sample_weight=sample_weight, plan=plan)
@@ -139,6 +143,7 @@ def predict(
     steps: int | None = None,
     mesh: Mesh | str | None = None,
     param_sharding: str | None = None,
+    policy: str | Policy | None = None,
 ) -> np.ndarray:
     """Outputs of ``model`` for every row of ``x``, in evaluation mode.
 
@@ -163,6 +168,8 @@ def predict(
         (``batch_size`` is then the global rows per call). In a multi-process
         run ``x`` is this process's rows, and so is the result.
       param_sharding: ``"replicated"`` or ``"fsdp"``, as in :func:`fit`.
+      policy: the precision policy to compute under (as in :func:`fit`; use the
+        one the model was trained with). Outputs come in its output dtype.
 
     Returns:
       A numpy array with one output row per input row (a pytree of them for
@@ -178,7 +185,7 @@ def predict(
     where = "predict"
     _check_layer(model, f"{where}: model: ")
     plan = _distributed._plan(where, mesh, param_sharding)
-    smodel = stateful(model)
+    smodel = apply_policy(stateful(model), get_policy(policy, where))
     model_state = check_model_state(where, model, model_state)
     source = stream_source(where, x, steps, arity=1, plan=plan)
     if source is not None:

@@ -9,7 +9,10 @@ from jnn.train._cache import program_cache
 from jnn.train._checks import check_model_state, check_trace
 from jnn.train._epoch import EpochSpec, epoch_fn
 from jnn.train._logs import resolve_metrics
+from jnn.train._optim import build_tx
+from jnn.train._precision import Policy, apply_policy, cast_floating, get_policy
 from jnn.train._state import OPTIMIZERS
 
-__all__ = ["OPTIMIZERS", "EpochSpec", "check_model_state", "check_trace", "epoch_fn",
-           "program_cache", "resolve_metrics"]  # fmt: skip
+__all__ = ["OPTIMIZERS", "EpochSpec", "Policy", "apply_policy", "build_tx", "cast_floating",
+           "check_model_state", "check_trace", "epoch_fn", "get_policy", "program_cache",
+           "resolve_metrics"]  # fmt: skip

@@ -16,6 +16,8 @@ import optax
 
 from jnn._data import check_key, check_number, close_match
 from jnn._typing import Array, Params, PRNGKey, State
+from jnn.train._optim import build_tx
+from jnn.train._precision import Policy, cast_floating, get_policy
 
 
 class TrainState(NamedTuple):
@@ -52,6 +54,7 @@ class TrainState(NamedTuple):
         key: PRNGKey,
         model_state: State | None = None,
         learning_rate: float | None = None,
+        policy: str | Policy | None = None,
     ) -> TrainState:
         """A fresh state: ``optimizer.init(params)``, step 0.
 
@@ -62,6 +65,9 @@ class TrainState(NamedTuple):
           key: the PRNG key that steps fold their step number into for dropout.
           model_state: the state of a stateful model (default ``{}``).
           learning_rate: for an optimizer given by name.
+          policy: the precision policy of the step that will use the state: a
+            float16 one adds a dynamic loss scale to the optimizer state, and
+            params are cast to the policy's ``param_dtype``.
 
         Returns:
           A :class:`TrainState` at step 0. It holds copies of ``params``,
@@ -80,8 +86,10 @@ class TrainState(NamedTuple):
           >>> int(state.step), state.model_state
           (0, {})
         """
-        tx = get_optimizer(optimizer, learning_rate)
+        precision = get_policy(policy, "TrainState.create")
+        tx = build_tx(get_optimizer(optimizer, learning_rate), precision)
         key = check_key("TrainState.create", key)
+        params = cast_floating(params, precision.param_dtype)
         return fresh_state(tx)(params, None, key, {} if model_state is None else model_state)
 
 
@@ -110,7 +118,10 @@ def get_optimizer(
     the same object, so compiled steps are reused across calls.
 
     Args:
-      optimizer: a name or an ``optax.GradientTransformation`` (returned as is).
+      optimizer: a name, an ``optax.GradientTransformation`` or
+        ``GradientTransformationExtraArgs`` (returned as is; the step passes
+        ``value=loss`` to ``update``, so ``optax.contrib.reduce_on_plateau``
+        works), or an ``optax.MultiSteps``.
       learning_rate: a positive number or an optax schedule, for a name only.
 
     Returns:
@@ -137,6 +148,8 @@ def get_optimizer(
                 "get_optimizer", "learning_rate", learning_rate, low=0.0, low_open=True
             )
         return _named_optimizer(optimizer, learning_rate)
+    if isinstance(optimizer, optax.MultiSteps):  # a class, not a transformation
+        optimizer = _multi_steps(optimizer)
     if isinstance(optimizer, optax.GradientTransformation):
         if learning_rate is not None:
             raise ValueError(
@@ -145,9 +158,14 @@ def get_optimizer(
             )
         return optimizer
     raise TypeError(
-        f"optimizer must be a name ({', '.join(OPTIMIZERS)}) or an "
-        f"optax.GradientTransformation, got {type(optimizer).__name__}."
+        f"optimizer must be a name ({', '.join(OPTIMIZERS)}), an "
+        f"optax.GradientTransformation or an optax.MultiSteps, got {type(optimizer).__name__}."
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _multi_steps(optimizer: optax.MultiSteps) -> optax.GradientTransformation:
+    return optimizer.gradient_transformation()  # cached: one object, compiled programs reused
 
 
 @functools.lru_cache(maxsize=64)

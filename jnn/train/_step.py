@@ -20,9 +20,18 @@ import optax
 
 from jnn import losses as _losses
 from jnn._data import close_match
-from jnn._typing import Array, ArrayLike, Params
+from jnn._typing import Array, ArrayLike
 from jnn.layers._base import AnyLayer, StatefulLayer, _check_layer, stateful
 from jnn.train._logs import MetricFns, batch_logs, finish_logs, resolve_metrics
+from jnn.train._optim import build_tx
+from jnn.train._precision import (
+    MIN_SCALE,
+    LossScaleState,
+    Policy,
+    all_finite,
+    apply_policy,
+    get_policy,
+)
 from jnn.train._state import TrainState, get_optimizer
 
 Batch = tuple[ArrayLike, ...]
@@ -69,41 +78,50 @@ def pure_step(
     step, which costs a third of a step on a compute-bound MLP.
     """
 
+    tx = optax.with_extra_args_support(tx)  # value=loss reaches e.g. reduce_on_plateau
+
     def step(state: TrainState, x: Array, y: Array, w: Array | None, allow: Any = None):
         # A per-step key folded from (key, step), not a split carried through the scan:
         # a model without dropout never uses it, and XLA then drops the RNG entirely.
         dropout_key = jax.random.fold_in(state.key, state.step)
+        # A float16 policy's dynamic loss scale (outermost optimizer wrapper), if any.
+        scaled = isinstance(state.opt_state, LossScaleState)
+        scale = state.opt_state.scale if scaled else None
 
         def objective(params):
             pred, model_state = model.apply(
                 params, state.model_state, x, key=dropout_key, train=True
             )
             value = loss_fn(pred, y) if w is None else loss_fn(pred, y, weights=w)
-            return value, (pred, model_state)
+            scaled_value = value * scale.astype(value.dtype) if scaled else value
+            return scaled_value, (value, pred, model_state)
 
-        (loss, (pred, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
+        (_, (loss, pred, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
             state.params
         )
+        if scaled:  # unscale in float32; the wrapper skips non-finite ones
+            grads = jax.tree.map(lambda g: (g / scale).astype(g.dtype), grads)
         logs = {"loss": loss, **batch_logs(None, metric_fns, pred, y, w)}
 
         def update(state: TrainState) -> TrainState:
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
             params = optax.apply_updates(state.params, updates)
             return TrainState(params, opt_state, state.step + 1, state.key, model_state)
 
         if allow is None:
             return update(state), logs, None
-        finite = _all_finite(loss, grads)
+        if scaled:  # overflowing float16 gradients are the loss scale's business, not
+            # divergence, until the scale cannot go lower
+            finite = jnp.logical_and(
+                jnp.isfinite(loss),
+                jnp.logical_or(all_finite(grads), state.opt_state.scale > MIN_SCALE),
+            )
+        else:
+            finite = jnp.logical_and(jnp.isfinite(loss), all_finite(grads))
         ok = jnp.logical_and(finite, allow)
         return jax.lax.cond(ok, update, lambda state: state, state), logs, finite
 
     return step
-
-
-def _all_finite(loss: Array, grads: Params) -> Array:
-    """One bool: loss and all gradients finite (a few reductions, fused by XLA)."""
-    flags = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]
-    return jnp.logical_and(jnp.isfinite(loss), jnp.all(jnp.stack([jnp.bool_(True), *flags])))
 
 
 ON_NAN = ("raise", "stop", "skip_batch")
@@ -221,6 +239,7 @@ def make_train_step(
     learning_rate: float | None = None,
     metrics: Sequence[str | Callable] = (),
     donate: bool = True,
+    policy: str | Policy | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, Array]]]:
     """One pure, jit-compiled training step ``step(state, batch) -> (state, metrics)``.
 
@@ -236,6 +255,10 @@ def make_train_step(
         must not be used again: doing so is a ``ValueError`` saying so). Saves
         a copy of params and optimizer state. :meth:`TrainState.create` copies
         what it is given, so the arrays you built the state from stay usable.
+      policy: a precision policy (``"float32"``, ``"mixed_bfloat16"``,
+        ``"mixed_float16"`` or a :class:`jnn.Policy`): the model computes in its
+        compute dtype, the loss in float32. A float16 policy needs the state made
+        by ``TrainState.create(..., policy=...)`` (it holds the loss scale).
 
     Returns:
       ``step(state, batch)``, where ``batch`` is ``(x, y)`` or
@@ -256,14 +279,21 @@ def make_train_step(
       >>> int(state.step), sorted(logs)
       (3, ['loss'])
     """
-    model = as_model(apply, "make_train_step")
+    precision = get_policy(policy, "make_train_step")
+    model = apply_policy(as_model(apply, "make_train_step"), precision)
     loss_fn = _losses.get(loss)
-    tx = get_optimizer(optimizer, learning_rate)
+    tx = build_tx(get_optimizer(optimizer, learning_rate), precision)
     pure = pure_step(model, loss_fn, tx, resolve_metrics(metrics, loss_fn))
 
     def step(state: TrainState, batch: Batch):
         if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
             raise TypeError("step: batch must be (x, y) or (x, y, weights).")
+        if precision.loss_scaling and not isinstance(state.opt_state, LossScaleState):
+            raise ValueError(
+                "step: a float16 policy trains with a dynamic loss scale kept in the "
+                "optimizer state; make the state with TrainState.create(params, optimizer, "
+                "key=..., policy=...) using the same policy."
+            )
         state, logs, _ = pure(state, batch[0], batch[1], batch[2] if len(batch) == 3 else None)
         return state, finish_logs(logs)
 

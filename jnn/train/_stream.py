@@ -476,14 +476,15 @@ class StreamEpoch:
 class Validated:
     """An epoch runner followed by ``validate(params, model_state) -> logs`` (``val_*``)."""
 
-    def __init__(self, epoch: Callable[..., EpochOut], validate: Callable):
+    def __init__(self, epoch: Callable[..., EpochOut], validate: Callable, params_of=None):
         self.epoch, self.validate = epoch, validate
+        self.params_of = params_of or (lambda state: state.params)  # the EMA, with ema_eval
 
     def __call__(self, state, **kw) -> EpochOut:
         out = self.epoch(state, **kw)
         if not out.complete or out.logs is None:
             return out
-        val_logs = self.validate(out.state.params, out.state.model_state)
+        val_logs = self.validate(self.params_of(out.state), out.state.model_state)
         return out._replace(logs={**out.logs, **{f"val_{k}": v for k, v in val_logs.items()}})
 
 

@@ -33,7 +33,7 @@ from jnn.train._epoch import ArrayEpoch, EpochSpec, compiled_eval
 from jnn.train._logs import resolve_metrics
 from jnn.train._state import TrainState, fresh_state, get_optimizer
 from jnn.train._step import NanGuard, is_deleted
-from jnn.train._stream import StreamEpoch, Validated, default_put, evaluate_stream, stream_source
+from jnn.train._stream import StreamEpoch, Validated, evaluate_stream, stream_source
 
 
 def fit(
@@ -189,11 +189,11 @@ def fit(
     )  # fmt: skip
     x, y, w = check_xy(where, data, weights=sample_weight) if source is None else source.first
     epochs = check_positive_int(where, "epochs", epochs)
-    n = x.shape[0] if plan is None else plan.global_rows(where, x.shape[0])
+    n = x.shape[0] if plan is None or source is not None else plan.global_rows(where, x.shape[0])
     batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
     if source is not None:  # a stream's batches set the compiled batch size
         batch_size = source.spec.batch_size
-    if plan is not None:
+    elif plan is not None:
         batch_size = plan.batch_size(where, batch_size, n)
     if steps_per_call is not None:
         steps_per_call = check_positive_int(where, "steps_per_call", steps_per_call)
@@ -326,7 +326,7 @@ def _epoch_runner(
     else:
         runner = StreamEpoch(
             where=where, source=source, model=model, loss_fn=loss_fn, tx=tx,
-            metric_fns=metric_fns, k=steps_per_call or 1, put=default_put(), on_nan=on_nan,
+            metric_fns=metric_fns, k=steps_per_call or 1, on_nan=on_nan,
         )  # fmt: skip
     if val_source is not None:
         k = steps_per_call or 1
@@ -334,7 +334,7 @@ def _epoch_runner(
         def validate(params, model_state):
             return evaluate_stream(
                 where, val_source, model=model, loss_fn=loss_fn, metric_fns=metric_fns,
-                params=params, model_state=model_state, k=k, put=default_put(),
+                params=params, model_state=model_state, k=k,
             )  # fmt: skip
 
         return Validated(runner, validate)

@@ -298,7 +298,10 @@ def _prune(directory: Path, keep: int) -> None:
             continue
         good += 1
         if good > keep:
-            _shards.remove(path) if path.is_dir() else path.unlink(missing_ok=True)
+            if path.is_dir():
+                _shards.remove(path)
+            else:
+                path.unlink(missing_ok=True)
 
 
 # (path, inode, size, mtime) of files known to verify: saves do not re-hash the checkpoints
@@ -312,7 +315,7 @@ def _verified(path: Path) -> None:
     key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if key in _GOOD:
         return
-    if path.is_dir():
+    if path.is_dir() and path.name.endswith(_shards.SUFFIX):
         _shards.verify(path, _FRAME)
     else:
         _container.read(_FRAME, path, str(path))
@@ -443,7 +446,7 @@ def restore(path: str | os.PathLike, template: Any) -> Checkpoint:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"checkpoint.restore: path must be a path, got {type(path).__name__}.")
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and path.name.endswith(_shards.SUFFIX):
         return _restore_shards(path, template)
     content = _read(path)
     raw = _unwrap_keys(template)

@@ -15,7 +15,9 @@ epoch function :func:`jnn.fit` compiles (shuffle, padded and masked batches,
 Run ``i`` therefore equals ``jnn.fit(model, data=data, **result.fit_args(i), ...)``
 done alone, to float tolerance. Runs go in chunks (``chunk_size``, by default
 sized from the memory one run needs) compiled once, and the run axis is sharded
-across devices when there are several.
+across devices when there are several: every device of every process in a
+multi-process job (:func:`jnn.distributed.initialize`; every process calls
+``sweep`` with the same arguments), and every process gets every run's results.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jnn import distributed as _distributed
 from jnn import losses as _losses
 from jnn._data import (
     check_labels,
@@ -854,8 +857,11 @@ def _run_chunks(train, runs, per_run, shared, keys, chunk_size, verbose, run_byt
     devices = jax.devices()
     chunk_size = _chunk_size(chunk_size, num_runs, len(devices), run_bytes)
     sharding = None
-    if len(devices) > 1:
+    if len(devices) > 1:  # the run axis over every device of every process
         sharding = NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs"))
+        if jax.process_count() > 1:  # the data: one global, replicated copy
+            everywhere = NamedSharding(sharding.mesh, PartitionSpec())
+            shared = jax.tree.map(functools.partial(_distributed._put, sharding=everywhere), shared)
     num_chunks = -(-num_runs // chunk_size)
     outputs = []
     for c in range(num_chunks):
@@ -864,13 +870,14 @@ def _run_chunks(train, runs, per_run, shared, keys, chunk_size, verbose, run_byt
         idx = np.minimum(np.arange(c * chunk_size, (c + 1) * chunk_size), num_runs - 1)
         args = jax.tree.map(lambda a, idx=idx: a[idx], per_run)
         if sharding is not None:
-            args = jax.device_put(args, sharding)
+            args = jax.tree.map(functools.partial(_distributed._put, sharding=sharding), args)
         state, logs = train(
             args["init_seed"], args["shuffle_seed"], args["fold"], args["hparams"], shared
         )
         state = state._replace(key=jax.random.key_data(state.key))
         valid = min(chunk_size, num_runs - c * chunk_size)
-        outputs.append(jax.tree.map(lambda a, v=valid: np.asarray(a)[:v], (state, logs)))
+        results = _distributed.gather((state, logs))  # every run, in every process
+        outputs.append(jax.tree.map(lambda a, v=valid: a[:v], results))
         if verbose:
             print(
                 f"sweep: chunk {c + 1}/{num_chunks}: runs {c * chunk_size}-"

@@ -792,7 +792,7 @@ def _fold_weights(folds: Any, n: int) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _available_bytes() -> int:
     """Memory a sweep may use: a quarter of what the first device has free."""
-    stats = jax.devices()[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
         return (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) // 4
     try:
@@ -856,6 +856,8 @@ def _run_chunks(train, runs, per_run, shared, keys, chunk_size, verbose, run_byt
     num_runs = len(runs)
     devices = jax.devices()
     chunk_size = _chunk_size(chunk_size, num_runs, len(devices), run_bytes)
+    # Processes size chunks from their own memory: they must agree (one shape, same calls).
+    chunk_size = min(map(int, _distributed._exchange("sweep", str(chunk_size))))
     sharding = None
     if len(devices) > 1:  # the run axis over every device of every process
         sharding = NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs"))

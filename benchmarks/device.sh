@@ -17,7 +17,7 @@ log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/device.log"; }
 
 log "install"
 python -c "import jax, sys; sys.exit(jax.default_backend() == 'cpu')" 2>/dev/null || \
-  timeout 120 pip install -q -e ".[bench,test]" "jax[cuda12]==$(python -c 'import jax; print(jax.__version__)')" \
+  timeout 120 pip install -q -e ".[bench,test]" "jax[cuda12]==0.10.2" \
     >>"$OUT/device.log" 2>&1
 python -c "import jax; print(jax.devices())" | tee -a "$OUT/device.log"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/device.log"

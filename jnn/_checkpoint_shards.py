@@ -70,7 +70,7 @@ def _blocks(leaf: Any, pid: int) -> dict[str, Any]:
         host = np.asarray(leaf)
         whole = [[0, d] for d in host.shape]
         return {"0": {"index": whole, "data": host}} if pid == 0 else {}
-    out = {}
+    out: dict[str, Any] = {}
     for shard in leaf.addressable_shards:
         if shard.replica_id != 0:
             continue

@@ -23,7 +23,16 @@ Restoring takes a *template* (e.g. a fresh ``TrainState``): a structure, shape
 or dtype mismatch raises an error naming the tree path, e.g.
 ``params['dense_1']['w']: expected (10, 10) float32, got (10, 5) float32``.
 Typed PRNG keys are stored as their raw data (``jax.random.key_data``) and
-rebuilt with ``jax.random.wrap_key_data``.
+rebuilt with ``jax.random.wrap_key_data``. Restored leaves are laid out like the
+template's: a template on a mesh (replicated or FSDP, any device count) gets
+the checkpoint's values in its own sharding.
+
+Several processes (after :func:`jnn.distributed.initialize`): no process holds
+the whole state, so :func:`save` writes a directory ``epoch_<NNNNNN>.shards``
+(on a filesystem every process sees) with one file of shards per process and a
+``COMMIT`` record written last by process 0, once every process's file is
+down; a directory without it (a process killed mid-save) is not a checkpoint.
+Every process calls :func:`save` with the same arguments.
 """
 
 from __future__ import annotations

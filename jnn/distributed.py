@@ -40,6 +40,7 @@ from jnn._typing import Params
 
 __all__ = [
     "DATA_AXIS",
+    "TIMEOUT",
     "data_sharding",
     "gather",
     "initialize",

@@ -110,7 +110,9 @@ def fit(
       opt_state: an optimizer state to continue from (default: fresh).
       verbose: 0 silent, 1 a progress bar over epochs, 2 one line per epoch.
       checkpoint_dir: save the full training state (params, optimizer and model
-        state, step, PRNG key, history) there with :mod:`jnn.checkpoint`, atomically.
+        state, step, PRNG key, history) there with :mod:`jnn.checkpoint`, atomically
+        (in a multi-process run: per-process shards and a commit record, on a
+        directory every process sees).
       checkpoint_every: save every this many epochs (and always after the last
         epoch, on early stopping, on Ctrl-C and on ``on_nan="stop"``).
       checkpoint_keep: how many checkpoints to keep (None: all).
@@ -142,7 +144,9 @@ def fit(
         ``"auto"`` (every device): batches are split along its ``"data"`` axis
         (or its only axis), so ``batch_size`` is the global batch and must be a
         multiple of that axis's size. In a multi-process run ``data`` is this
-        process's own shard (see :mod:`jnn.distributed`).
+        process's own shard (see :mod:`jnn.distributed`); a stream yields this
+        process's rows of every global batch (every process the same number of
+        batches, of the same size).
       param_sharding: with a mesh, ``"replicated"`` (default) or ``"fsdp"``:
         params and optimizer state split along the data axis (each leaf along
         its largest divisible dimension), for models too big to replicate.

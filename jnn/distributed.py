@@ -329,14 +329,18 @@ def gather(tree: Any) -> Any:
 _EXCHANGES = itertools.count()  # every process makes the same exchanges in the same order
 
 
-def _exchange(where: str, value: str, *, timeout: float | None = None) -> list[str]:
+def _exchange(
+    where: str, value: str, *, timeout: float | None = None, key: str | None = None
+) -> list[str]:
     """Every process's ``value``, in process order (private to jnn).
 
     Goes through the coordination service's key-value store, not a device
     collective, so a process that never arrives (it crashed, or its stream ended
     early and it left the loop) is a ``TimeoutError`` after ``timeout`` seconds
-    (default :data:`TIMEOUT`), never a hang. Every process must call it the same
-    number of times; a single process gets ``[value]`` back at no cost.
+    (default :data:`TIMEOUT`), never a hang. Every process must make the same
+    exchanges in the same order; ``key`` (from :func:`_scope`, e.g. ``"7/3"``:
+    group 3 of feed 7) names one made off the main thread, where the order of
+    calls is not the program's. A single process gets ``[value]`` back at no cost.
     """
     if jax.process_count() == 1:
         return [value]
@@ -345,22 +349,34 @@ def _exchange(where: str, value: str, *, timeout: float | None = None) -> list[s
     client = _jax_distributed.global_state.client
     if client is None:
         raise RuntimeError(f"{where}: several processes but no jax.distributed client.")
-    n, pid = next(_EXCHANGES), jax.process_index()
-    client.key_value_set(f"jnn/exchange/{n}/{pid}", value)
+    pid = jax.process_index()
+    if key is None:
+        n = next(_EXCHANGES)
+        key, previous = str(n), (str(n - 1) if n else None)
+    else:
+        scope, _, index = key.rpartition("/")
+        previous = f"{scope}/{int(index) - 1}" if int(index) else None
+    client.key_value_set(f"jnn/exchange/{key}/{pid}", value)
     wait_ms = int(1000 * (TIMEOUT if timeout is None else timeout))
     out = []
     for i in range(jax.process_count()):
         try:
-            out.append(client.blocking_key_value_get(f"jnn/exchange/{n}/{i}", wait_ms))
+            out.append(client.blocking_key_value_get(f"jnn/exchange/{key}/{i}", wait_ms))
         except Exception as err:  # jax raises its runtime error type on DEADLINE_EXCEEDED
             raise TimeoutError(
                 f"{where}: process {i} did not reach the same point within {wait_ms / 1000:g} s "
                 f"(this is process {pid}); it stopped, crashed or runs a different program. "
                 "Every process must make the same calls with the same arguments."
             ) from err
-    if n:  # every process has read exchange n - 1 (it has set key n): drop ours
-        client.key_value_delete(f"jnn/exchange/{n - 1}/{pid}")
+    if previous is not None:  # every process has read the previous one (it set this one)
+        client.key_value_delete(f"jnn/exchange/{previous}/{pid}")
     return out
+
+
+def _scope() -> str:
+    """A name for a series of exchanges, the same in every process (call it in the main
+    thread, in program order)."""
+    return f"s{next(_EXCHANGES)}" if jax.process_count() > 1 else "s"
 
 
 def _barrier(where: str, name: str, *, timeout: float | None = None) -> None:

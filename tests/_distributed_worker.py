@@ -126,6 +126,24 @@ def devices(out: str) -> None:
         report["bad_batch_error"] = None
     except ValueError as err:
         report["bad_batch_error"] = str(err)
+    # A stream on the 4 devices (FSDP) vs the same stream on one device.
+    batches = lambda: ((x[i : i + 20], y[i : i + 20]) for i in range(0, 100, 20))  # noqa: E731
+    skw = {k: v for k, v in kw.items() if k not in ("batch_size", "validation_data")}
+    sref = jnn.fit(model, params, batches, steps_per_call=2, **skw)
+    sres = jnn.fit(
+        model, params, batches, steps_per_call=2, mesh=mesh, param_sharding="fsdp", **skw
+    )
+    report["stream"] = {
+        "ref": _tolist(sref.params),
+        "fsdp": _tolist(jnn.distributed.gather(sres.params)),
+        "spec": list(sres.params["dense_0"]["w"].sharding.spec),
+    }
+    try:
+        odd = lambda: ((x[i : i + 10], y[i : i + 10]) for i in range(0, 100, 10))  # noqa: E731
+        jnn.fit(model, params, odd, mesh=mesh, **skw)
+        report["stream_bad_batch_error"] = None
+    except ValueError as err:
+        report["stream_bad_batch_error"] = str(err)
     report["hlo_has_all_reduce"] = "all-reduce" in _epoch_hlo()
     with open(os.path.join(out, "devices.json"), "w") as f:
         json.dump(report, f)

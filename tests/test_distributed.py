@@ -141,6 +141,10 @@ def test_four_devices_data_parallel_and_fsdp(tmp_path):
         assert tree["dense_1"]["b"]["shard_shapes"] == [[2]] * 4
         assert tree["dense_2"]["b"]["spec"] == []  # (1,): replicated
     assert "multiple of the 4 devices" in rep["bad_batch_error"]
+    _close(rep["stream"]["fsdp"], rep["stream"]["ref"])
+    assert rep["stream"]["spec"] == [None, "data"]
+    assert "batch of 10 rows per process" in rep["stream_bad_batch_error"]
+    assert "multiple of 4 rows" in rep["stream_bad_batch_error"]
     assert rep["hlo_has_all_reduce"]
 
 

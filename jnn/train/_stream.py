@@ -113,8 +113,11 @@ class Source:
 
     def feed(self, where: str, k: int) -> Prefetch:
         """The next epoch as groups of ``k`` stacked batches, put on the device ahead."""
-        return Prefetch(_agreed(where, groups(where, self.epoch(), self.spec, k, self.arity),
-                                self.plan is not None, k), self.put)  # fmt: skip
+        from jnn.distributed import _scope
+
+        scope = _scope() if self.plan is not None else None  # here: in program order
+        items = groups(where, self.epoch(), self.spec, k, self.arity)
+        return Prefetch(_agreed(where, items, scope, k), self.put)
 
     def fetch(self, out: Any) -> Any:
         """Outputs of a batch -> this process's rows as numpy."""
@@ -181,18 +184,21 @@ def stream_source(
     return source
 
 
-def _agreed(where: str, items: Iterator[Group], check: bool, k: int) -> Iterator[Group]:
+def _agreed(where: str, items: Iterator[Group], scope: str | None, k: int) -> Iterator[Group]:
     """``items``, checked group by group (multi-process meshes) that every process has
     a group of as many batches: a stream that ends early in one process is an error in
-    every process (host-side, with a timeout), never a collective left waiting."""
-    if not check or jax.process_count() == 1:
+    every process (host-side, with a timeout), never a collective left waiting. The
+    exchanges run in the prefetch thread, ahead of the device, keyed by ``scope``
+    (named in the main thread) and group index, so a feed closed early (a NaN stop)
+    leaves the other exchanges of the program in step."""
+    if scope is None or jax.process_count() == 1:
         yield from items
         return
     from jnn.distributed import _exchange
 
-    for group in itertools.chain(items, [None]):
+    for i, group in enumerate(itertools.chain(items, [None])):
         mine = 0 if group is None else group.batches
-        counts = [int(c) for c in _exchange(where, str(mine))]
+        counts = [int(c) for c in _exchange(where, str(mine), key=f"{scope}/{i}")]
         if len(set(counts)) > 1:
             raise ValueError(
                 f"{where}: the processes' streams disagree on their length: at this group of "

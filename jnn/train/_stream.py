@@ -14,6 +14,10 @@ a callable returning a fresh iterator per epoch. The machinery:
 - :class:`StreamEpoch` runs an epoch as ``ceil(batches / k)`` calls of
   :func:`jnn.train._epoch.train_scan`, the array path's scan body, so the math is
   the same; a short last group masks its missing steps.
+
+With a mesh (``Source.on_mesh``) each process streams its own rows of every
+global batch; groups are placed with :func:`sharded_put` and, across processes,
+checked group by group to hold as many batches everywhere (:func:`_agreed`).
 """
 
 from __future__ import annotations

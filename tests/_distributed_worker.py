@@ -284,14 +284,6 @@ def checkpoints(mode: str, pid: int, port: int, out: str) -> None:
     else:
         import warnings
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            res = jnn.fit(model, params, mine, key=jax.random.key(1), mesh="auto",
-                          checkpoint_dir=ckpt, resume=True, **CKPT_FIT)  # fmt: skip
-        report["warnings"] = [str(w.message) for w in caught]
-        report["params"] = _tolist(jnn.distributed.gather(res.params))
-        report["specs"] = jax.tree.map(lambda a: list(a.sharding.spec), res.params)
-        report["history"] = res.history
         # Epoch 1 (written on 4 devices, FSDP) onto these 2 devices, FSDP.
         mesh = jnn.distributed.make_mesh()
         template = jnn.TrainState.create(params, "adam", learning_rate=1e-2, key=jax.random.key(1))
@@ -299,6 +291,15 @@ def checkpoints(mode: str, pid: int, port: int, out: str) -> None:
         first = jnn.checkpoint.restore(os.path.join(ckpt, "epoch_000001.shards"), template)
         report["epoch1_specs"] = jax.tree.map(lambda a: list(a.sharding.spec), first.state.params)
         report["epoch1"] = _tolist(jnn.distributed.gather(first.state.params))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = jnn.fit(model, params, mine, key=jax.random.key(1), mesh="auto",
+                          checkpoint_dir=ckpt, resume=True, checkpoint_keep=2,
+                          **CKPT_FIT)  # fmt: skip
+        report["warnings"] = [str(w.message) for w in caught]
+        report["params"] = _tolist(jnn.distributed.gather(res.params))
+        report["specs"] = jax.tree.map(lambda a: list(a.sharding.spec), res.params)
+        report["history"] = res.history
         wrong = {**params, "dense_0": {**params["dense_0"], "w": np.zeros((10, 5), np.float32)}}
         try:
             jnn.checkpoint.restore_latest(ckpt, template._replace(params=wrong))

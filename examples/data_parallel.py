@@ -38,6 +38,7 @@ def main() -> None:
         jnn.distributed.initialize(
             args.coordinator, num_processes=args.num_processes, process_id=args.process_id
         )
+    jnn.compile_cache()  # reuse compilations across runs (JNN_COMPILE_CACHE=off: don't)
     from sklearn.datasets import load_breast_cancer
 
     x, y = load_breast_cancer(return_X_y=True)

@@ -174,6 +174,7 @@ def main(epochs: int = 30, formats: tuple[str, ...] = ("jnn", "onnx")) -> dict:
 
 
 if __name__ == "__main__":
+    jnn.compile_cache()  # reuse compilations across runs (JNN_COMPILE_CACHE=off: don't)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     parser.add_argument(

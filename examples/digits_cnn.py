@@ -120,4 +120,5 @@ def plot(history: dict[str, list[float]], path: Path) -> None:
 
 
 if __name__ == "__main__":
+    jnn.compile_cache()  # reuse compilations across runs (JNN_COMPILE_CACHE=off: don't)
     main()

@@ -128,4 +128,5 @@ def plot(years, truth, forecasts: dict, mse: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
+    jnn.compile_cache()  # reuse compilations across runs (JNN_COMPILE_CACHE=off: don't)
     main()

@@ -69,4 +69,5 @@ def main(epochs: int = 30, out: str = "artifacts/lr_sweep.png", verbose: bool = 
 
 
 if __name__ == "__main__":
+    jnn.compile_cache()  # reuse compilations across runs (JNN_COMPILE_CACHE=off: don't)
     main()

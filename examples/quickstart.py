@@ -95,6 +95,7 @@ def save_curves(history: dict[str, list[float]], out: str) -> None:
 
 
 if __name__ == "__main__":
+    jnn.compile_cache()  # reuse compilations across runs (JNN_COMPILE_CACHE=off: don't)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--out", default="artifacts/quickstart.png")

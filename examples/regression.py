@@ -77,6 +77,7 @@ def _plot(history: dict[str, list[float]], out: str) -> None:
 
 
 if __name__ == "__main__":
+    jnn.compile_cache()  # reuse compilations across runs (JNN_COMPILE_CACHE=off: don't)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--out", default="artifacts/regression.png")

@@ -115,4 +115,5 @@ def plot(history: dict, x: np.ndarray, y: np.ndarray, pred: np.ndarray, path: Pa
 
 
 if __name__ == "__main__":
+    jnn.compile_cache()  # reuse compilations across runs (JNN_COMPILE_CACHE=off: don't)
     main()

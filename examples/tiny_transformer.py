@@ -93,4 +93,5 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    jnn.compile_cache()  # reuse compilations across runs (JNN_COMPILE_CACHE=off: don't)
     main()

@@ -10,7 +10,9 @@ A model file is a ``.jnn`` file (:func:`jnn.export.save`, run on XLA) or an
 ``.onnx`` file (:func:`jnn.export.save_onnx`, run on ONNX Runtime without
 importing jax). Inputs and outputs are ``.npy`` (no pickle), ``.csv`` (one
 example per row, an optional header line) or ``.json`` (a list of examples,
-or ``{"inputs": [...]}``). Also runs as ``python -m jnn``.
+or ``{"inputs": [...]}``). Also runs as ``python -m jnn``. A ``.jnn`` model's
+compilations are kept on disk by :func:`jnn.compile_cache` (``JNN_COMPILE_CACHE``
+names the folder, or ``off``).
 """
 
 from __future__ import annotations
@@ -161,6 +163,10 @@ def _load(args: argparse.Namespace) -> Any:
     """The model, or a ValueError naming the file: no traceback for a damaged file."""
     from jnn.serve import load_model
 
+    if not str(args.model).lower().endswith(".onnx"):  # runs on XLA: reuse its compilations
+        from jnn._compile_cache import compile_cache
+
+        compile_cache()
     try:
         return load_model(args.model, expected_sha256=args.sha256)
     except (ValueError, TypeError, OSError, ImportError):

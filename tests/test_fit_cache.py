@@ -6,6 +6,7 @@ so the tests hold however the engine caches its programs.
 
 import jax
 import numpy as np
+import pytest
 
 import jnn
 
@@ -52,3 +53,112 @@ def test_logits_accuracy_is_one_object_so_fit_reuses_its_epoch(compiles):
     first = compiles.count
     jnn.fit(model, params, (x, y), key=jax.random.key(2), **kwargs)
     assert compiles.count == first
+
+
+# --------------------------------------------------------------------------- shared per structure
+
+
+def _mlp(width=4, activation="relu", rate=0.0):
+    hidden = jnn.Dense(width, activation=activation)
+    return jnn.serial(hidden, jnn.Dropout(rate), jnn.Dense(1, activation="sigmoid"))
+
+
+FIT = dict(loss="bce", epochs=2, batch_size=8, metrics=["accuracy"], verbose=0)
+
+
+def test_a_new_model_built_by_the_same_code_compiles_nothing_and_trains_the_same(compiles):
+    from jnn.train._cache import clear_programs
+
+    data, x = _data(), _data()[0]
+    first = _mlp()
+    _, p0 = first.init(jax.random.key(0), (-1, 3))
+    jnn.fit(first, p0, data, key=jax.random.key(1), **FIT)
+    jnn.predict(first, p0, x)
+    jnn.evaluate(first, p0, data, loss="bce")
+    before = compiles.count
+    second = _mlp()  # new closures, same structure
+    assert second is not first
+    _, params = second.init(jax.random.key(3), (-1, 3))
+    shared = jnn.fit(second, params, data, key=jax.random.key(4), **FIT)
+    shared_pred = jnn.predict(second, shared.params, x)
+    shared_eval = jnn.evaluate(second, shared.params, data, loss="bce")
+    assert compiles.count == before
+    # The reference: the same fit with nothing cached, on the second model's own closures.
+    clear_programs()
+    own = jnn.fit(second, params, data, key=jax.random.key(4), **FIT)
+    assert compiles.count > before
+    assert own.history == shared.history
+    jax.tree.map(np.testing.assert_array_equal, own.params, shared.params)
+    np.testing.assert_array_equal(jnn.predict(second, own.params, x), shared_pred)
+    assert jnn.evaluate(second, own.params, data, loss="bce") == shared_eval
+
+
+def test_only_epochs_or_verbose_changing_compiles_nothing(compiles, capsys):
+    model = _mlp(width=5)
+    _, params = model.init(jax.random.key(0), (-1, 3))
+    jnn.fit(model, params, _data(), key=jax.random.key(1), **FIT)
+    before = compiles.count
+    more = {**FIT, "epochs": 3, "verbose": 2}
+    res = jnn.fit(model, params, _data(), key=jax.random.key(1), **more)
+    assert compiles.count == before and len(res.history["loss"]) == 3
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (lambda: _mlp(activation="relu"), lambda: _mlp(activation="tanh")),
+        (lambda: _mlp(rate=0.0), lambda: _mlp(rate=0.5)),
+        (lambda: jnn.serial(jnn.Dense(4), jnn.LeakyRelu(0.1)),
+         lambda: jnn.serial(jnn.Dense(4), jnn.LeakyRelu(0.3))),
+        (lambda: jnn.serial(jnn.Dense(4), jnn.Elu()),
+         lambda: jnn.serial(jnn.Dense(4), jnn.Elu(alpha=2.0))),
+    ],
+    ids=["activation", "dropout-rate", "leaky-slope", "elu-alpha"],
+)  # fmt: skip
+def test_models_differing_in_one_config_value_do_not_share(a, b):
+    """``b`` after ``a`` trains and predicts as ``b`` alone (nothing cached) does."""
+    from jnn.train._cache import clear_programs
+
+    x = np.random.default_rng(0).normal(size=(12, 3)).astype("float32")
+    kwargs = dict(loss="mse", epochs=1, batch_size=4, key=jax.random.key(1), verbose=0)
+    model_a, model_b = a(), b()
+    _, params = model_b.init(jax.random.key(0), (-1, 3))
+    y = np.zeros(model_b.apply(params, x).shape, "float32") + 0.5
+    jnn.fit(model_a, params, (x, y), **kwargs)
+    after_a = jnn.fit(model_b, params, (x, y), **kwargs)
+    pred = jnn.predict(model_b, after_a.params, x)
+    clear_programs()
+    alone = jnn.fit(model_b, params, (x, y), **kwargs)
+    assert after_a.history == alone.history
+    jax.tree.map(np.testing.assert_array_equal, after_a.params, alone.params)
+    np.testing.assert_allclose(pred, model_b.apply(after_a.params, x), rtol=1e-6, atol=1e-6)
+
+
+def test_undescribed_layers_are_cached_by_identity(compiles):
+    def make(scale):
+        def apply(params, x, *, key=None, train=False):
+            return scale * x
+
+        return jnn.Layer(lambda key, shape: (tuple(shape), {}), apply)
+
+    x = np.ones((4, 2), "float32")
+    np.testing.assert_allclose(jnn.predict(make(2.0), {}, x), 2 * x)
+    np.testing.assert_allclose(jnn.predict(make(3.0), {}, x), 3 * x)
+
+
+def test_small_epochs_compile_fast_and_train_the_same(monkeypatch):
+    import jnn.train._cache as cache
+
+    model = _mlp(width=6)
+    _, params = model.init(jax.random.key(0), (-1, 3))
+    x, y = _data()
+    smodel = jnn.stateful(model)
+    assert cache.small_epoch(smodel, params, {}, x)
+    assert not cache.small_epoch(smodel, params, {}, np.zeros((10**7, 3), "float32"))
+    kwargs = dict(loss="bce", epochs=3, batch_size=8, key=jax.random.key(1), verbose=0)
+    fast = jnn.fit(model, params, (x, y), **kwargs)
+    monkeypatch.setattr(cache, "SMALL_EPOCH_FLOPS", 0)  # the reference: fully optimized
+    full = jnn.fit(model, params, (x, y), **kwargs)
+    np.testing.assert_allclose(fast.history["loss"], full.history["loss"], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 fast.params, full.params)  # fmt: skip

@@ -185,3 +185,27 @@ def test_structure_key_falls_back_to_identity():
     other = jnn.Layer(lambda key, shape: (tuple(shape), {}), apply)
     assert structure_key(jnn.serial(plain)) == structure_key(jnn.serial(plain))
     assert structure_key(jnn.serial(plain)) != structure_key(jnn.serial(other))
+
+
+@pytest.mark.parametrize("name", sorted(BUILT))
+def test_every_constructor_argument_is_described(name):
+    """Models with equal descriptions share compiled programs (jnn.train._cache), so a
+    description must hold every argument that init/apply close over: each constructor
+    parameter is in the config, or is a child layer (combinators)."""
+    spec = jnn.layers.spec_of(BUILT[name])
+    config = dict(spec.config)
+    for param in inspect.signature(getattr(jnn.layers, name)).parameters:
+        if param in ("layer", "layers"):  # the children
+            assert spec.children, f"{name}: its {param} are not described as children"
+        else:
+            assert param in config, f"{name}: argument {param!r} is missing from its description"
+
+
+def test_structure_key_tells_equal_values_of_other_types_apart():
+    def scale(factor):  # factor * an int32 input: int32 for 2, float32 for 2.0
+        layer = jnn.Layer(lambda key, shape: (tuple(shape), {}), lambda p, x, **kw: factor * x)
+        return jnn.layers.describe(layer, "scale", {"factor": factor})
+
+    assert 2 == 2.0 and structure_key(scale(2)) != structure_key(scale(2.0))
+    assert structure_key(scale(True)) != structure_key(scale(1))
+    assert structure_key(scale(2.0)) == structure_key(scale(2.0))

@@ -34,7 +34,7 @@ PUBLIC: dict[str, list[str]] = {
         "Bidirectional", "GRU", "GRUCell", "LSTM", "LSTMCell", "SimpleRNN", "remat", "repeat",
         # training
         "Callback", "EarlyStopping", "FitResult", "NonFiniteError", "TrainState", "evaluate",
-        "fit", "get_optimizer", "make_train_step", "predict", "summary",
+        "fit", "get_optimizer", "make_train_step", "predict", "summary", "compile_cache",
         # modules and metadata
         "checkpoint", "distributed", "experiments", "layers", "losses", "metrics",
         "__version__",
@@ -78,7 +78,7 @@ PUBLIC: dict[str, list[str]] = {
     "jnn.summary": ["Summary", "SummaryRow", "format_table", "summary"],
     "jnn.train": [
         "Callback", "EarlyStopping", "FitResult", "NonFiniteError", "TrainState", "evaluate",
-        "fit", "get_optimizer", "make_train_step", "predict",
+        "fit", "get_optimizer", "make_train_step", "predict", "compile_cache",
     ],
 }  # fmt: skip
 

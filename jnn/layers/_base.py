@@ -299,7 +299,7 @@ def structure_key(layer: AnyLayer) -> Any:
         return ("id", layer)
     key = (
         spec.kind,
-        spec.config,
+        _typed(spec.config),
         tuple((name, structure_key(child)) for name, child in spec.children),
         is_stateful(layer),
     )
@@ -308,6 +308,14 @@ def structure_key(layer: AnyLayer) -> Any:
     except TypeError:  # e.g. an array in the config
         return ("id", layer)
     return key
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with the type of every item: ``1``, ``1.0`` and ``True`` are equal in
+    Python but may trace differently (weak types), so they must not share programs."""
+    if isinstance(value, tuple):
+        return tuple(_typed(v) for v in value)
+    return (type(value), value)
 
 
 def layer_kind(layer: AnyLayer) -> str:

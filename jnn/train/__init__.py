@@ -18,9 +18,11 @@ The package holds one private module per concern:
 - ``_checks``: params, shapes and labels checked before compiling;
 - ``_control``: early stopping, callbacks, progress, Ctrl-C, :class:`FitResult`;
 - ``_fit``: :func:`fit`; ``_infer``: :func:`evaluate` and :func:`predict`;
+- ``_cache``: compiled programs, shared by models of one structure (bounded LRUs);
 - ``_internal``: the names other jnn modules (experiments, export) build on.
 """
 
+from jnn._compile_cache import compile_cache
 from jnn.train._control import Callback, EarlyStopping, FitResult
 from jnn.train._fit import fit
 from jnn.train._infer import evaluate, predict
@@ -33,6 +35,7 @@ __all__ = [
     "FitResult",
     "NonFiniteError",
     "TrainState",
+    "compile_cache",
     "evaluate",
     "fit",
     "get_optimizer",

@@ -30,6 +30,7 @@ import optax
 
 from jnn._typing import Array
 from jnn.layers._base import StatefulLayer
+from jnn.train._cache import compiler_options, program_cache, small_epoch
 from jnn.train._logs import MetricFns, Sums, batch_logs
 from jnn.train._shuffle import permutation
 from jnn.train._state import TrainState
@@ -260,28 +261,29 @@ def epoch_fn(spec: EpochSpec) -> Callable:
     return epoch
 
 
-@functools.lru_cache(maxsize=32)
-def compiled_epoch(spec: EpochSpec) -> Callable:
+@program_cache
+def compiled_epoch(spec: EpochSpec, fast: bool = False) -> Callable:
     """:func:`epoch_fn`, jitted with the state donated (cached, so a second ``fit`` with
-    the same model and settings reuses the compilation)."""
-    return jax.jit(epoch_fn(spec), donate_argnums=(0,))
+    the same model structure and settings reuses the compilation); ``fast``: compiled
+    with less optimization (a small epoch, see :func:`jnn.train._cache.small_epoch`)."""
+    return jax.jit(epoch_fn(spec), donate_argnums=(0,), compiler_options=compiler_options(fast))
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache
 def compiled_eval(model, loss_fn, metric_fns, batch_size, plan=None) -> Callable:
     """:func:`eval_fn`, jitted (cached)."""
     return jax.jit(eval_fn(model, loss_fn, metric_fns, batch_size, plan))
 
 
-@functools.lru_cache(maxsize=32)
-def compiled_split_epoch(spec: EpochSpec) -> _Parts:
+@program_cache
+def compiled_split_epoch(spec: EpochSpec, fast: bool = False) -> _Parts:
     """The epoch of :func:`epoch_fn` as several calls (``steps`` on a slice of the
-    order at a time): the same steps, bit for bit."""
-    parts = _parts(spec)
+    order at a time): the same steps, bit for bit (compiled as :func:`compiled_epoch`)."""
+    parts, options = _parts(spec), compiler_options(fast)
     return _Parts(
-        jax.jit(parts.begin, donate_argnums=(0,)),
-        jax.jit(parts.steps, donate_argnums=(0, 1, 2)),
-        jax.jit(parts.finish),
+        jax.jit(parts.begin, donate_argnums=(0,), compiler_options=options),
+        jax.jit(parts.steps, donate_argnums=(0, 1, 2), compiler_options=options),
+        jax.jit(parts.finish, compiler_options=options),
     )
 
 
@@ -339,6 +341,7 @@ class ArrayEpoch:
         self.nb = num_batches(data[0].shape[0], spec.batch_size)
         self.chunk = Gather(*data).chunk(spec.batch_size)
         self.fixed = steps_per_call
+        self.fast = small_epoch(spec.model, state.params, state.model_state, data[0], spec.plan)
         self.k = self.nb if steps_per_call is None else self._aligned(steps_per_call)
         if steps_per_call is None and self.nb > 64:  # a first guess, before any timing
             rate = _FLOPS_PER_S.get(jax.devices()[0].platform, 1e11)
@@ -367,7 +370,7 @@ class ArrayEpoch:
     def __call__(self, state: TrainState, *, interrupted: Callable[[], bool], tick) -> EpochOut:
         start = time.perf_counter()
         if self.k >= self.nb:
-            state, logs, g = compiled_epoch(self.spec)(state, *self.data, self.val)
+            state, logs, g = compiled_epoch(self.spec, self.fast)(state, *self.data, self.val)
             out = EpochOut(state, logs, g, True)
         else:
             out = self._split(state, interrupted, tick)
@@ -377,7 +380,7 @@ class ArrayEpoch:
 
     def _split(self, state, interrupted, tick) -> EpochOut:
         x, y, w = self.data
-        parts = compiled_split_epoch(self.spec)
+        parts = compiled_split_epoch(self.spec, self.fast)
         guard = NanGuard(self.spec.on_nan)
         state, order, sums, g = parts.begin(state, x, y, w)
         for start in range(0, self.nb, self.k):

@@ -16,13 +16,14 @@ from jnn import losses as _losses
 from jnn._data import as_host_array, check_labels, check_positive_int, check_xy
 from jnn._typing import ArrayLike, Params, State
 from jnn.layers._base import AnyLayer, StatefulLayer, _check_layer, stateful
+from jnn.train._cache import program_cache
 from jnn.train._checks import check_model_state, check_trace, traced
 from jnn.train._epoch import compiled_eval
 from jnn.train._logs import resolve_metrics
 from jnn.train._stream import evaluate_stream, predict_stream, stream_source
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache
 def _compiled_forward(model: StatefulLayer) -> Callable:
     return jax.jit(lambda params, state, x: model.apply(params, state, x, train=False)[0])
 

@@ -22,7 +22,6 @@ checked group by group to hold as many batches everywhere (:func:`_agreed`).
 
 from __future__ import annotations
 
-import functools
 import itertools
 import queue
 import threading
@@ -33,6 +32,7 @@ import jax
 import numpy as np
 
 from jnn._data import check_positive_int, check_xy
+from jnn.train._cache import program_cache
 from jnn.train._epoch import EpochOut, eval_scan, train_scan, zero_sums
 from jnn.train._logs import Sums, batch_logs
 from jnn.train._state import TrainState
@@ -441,7 +441,7 @@ def sharded_put(batch_sharding: Any) -> Callable:
 # --------------------------------------------------------------------------- compiled calls
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache
 def compiled_steps(
     model, loss_fn, tx, metric_fns, masked: bool, on_nan=None, plan=None
 ) -> Callable:
@@ -461,7 +461,7 @@ def compiled_steps(
     return jax.jit(call, donate_argnums=(0, 1, 2))
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache
 def compiled_eval_steps(model, loss_fn, metric_fns) -> Callable:
     """``call(params, model_state, sums, xs, ys, ws, valid) -> sums``: k evaluation batches."""
     scan = eval_scan(model, loss_fn, metric_fns, masked=True)

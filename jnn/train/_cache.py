@@ -1,0 +1,170 @@
+"""Compiled programs: cached per model *structure* in a process, and on disk across processes.
+
+In a process: every compiled program of the engine (``fit``'s epochs, ``evaluate``,
+``predict``, stream calls, sweeps) is built by a function decorated with
+:func:`program_cache`, an LRU of :data:`PROGRAMS` entries per program kind. Before the
+lookup each model argument is replaced by a *canonical* model: the first model seen
+with the same :func:`jnn.layers._base.structure_key` (layer kinds, configurations and
+children). Two models built by the same code therefore share one ``jax.jit`` object,
+and ``jax.jit``'s own cache (keyed by shapes, dtypes and shardings) then serves the
+second model without tracing or compiling. This is sound because a layer's
+description covers everything its ``init`` and ``apply`` close over (see
+:func:`jnn.layers.describe`); a layer without a description is keyed by identity, as
+before. Losses, metrics and optimizers are keyed by identity; names resolve to one
+object each (``get_optimizer("adam", 1e-3)`` is always the same transformation).
+
+Across processes: :func:`jnn.compile_cache` (:mod:`jnn._compile_cache`) turns on JAX's
+persistent compilation cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from jnn.layers._base import Layer, StatefulLayer, structure_key
+
+# Programs kept per kind (epoch, split epoch, evaluate, predict, ...); each entry holds
+# one jax.jit object, whose own cache holds its compilations (one per shapes/dtypes).
+PROGRAMS = 64
+# Canonical models remembered (one per distinct structure).
+MODELS = 256
+
+_lock = threading.Lock()
+_models: OrderedDict[Any, Any] = OrderedDict()
+_by_id: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
+_clearers: list[Callable[[], None]] = []
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def canonical(model: Any) -> Any:
+    """The first model seen with ``model``'s structure key (``model`` itself if new).
+
+    Undescribed layers are keyed by identity, so they map to themselves.
+    """
+    seen = _by_id.get(id(model))  # a model seen before: skip its structure key
+    if seen is not None and seen[0] is model:
+        return seen[1]
+    key = (type(model), structure_key(model))
+    with _lock:
+        rep = _models.get(key)
+        if rep is None:
+            _models[key] = rep = model
+            if len(_models) > MODELS:
+                _models.popitem(last=False)
+        else:
+            _models.move_to_end(key)
+        _by_id[id(model)] = (model, rep)  # holds the model, so its id stays its own
+        if len(_by_id) > MODELS:
+            _by_id.popitem(last=False)
+    return rep
+
+
+def _canonical_arg(arg: Any) -> Any:
+    if isinstance(arg, (Layer, StatefulLayer)):
+        return canonical(arg)
+    fields = getattr(arg, "_fields", None)  # a spec NamedTuple holding a model (EpochSpec)
+    if isinstance(arg, tuple) and fields is not None and "model" in fields:
+        return arg._replace(model=canonical(arg.model))  # type: ignore[attr-defined]
+    return arg
+
+
+def program_cache(fn: F) -> F:
+    """``functools.lru_cache(PROGRAMS)`` of a program builder, models made canonical first.
+
+    The builder's arguments must be hashable; a layer argument, or the ``model`` field
+    of a NamedTuple argument, is replaced by :func:`canonical`.
+    """
+    cached = functools.lru_cache(maxsize=PROGRAMS)(fn)
+    _clearers.append(cached.cache_clear)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args = tuple(_canonical_arg(a) for a in args)
+        kwargs = {k: _canonical_arg(v) for k, v in kwargs.items()}
+        return cached(*args, **kwargs)
+
+    wrapper.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    wrapper.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def clear_programs() -> None:
+    """Forget every cached program and canonical model (the next fit compiles afresh)."""
+    with _lock:
+        _models.clear()
+        _by_id.clear()
+    for clear in _clearers:
+        clear()
+
+
+# --------------------------------------------------------------------------- compile less
+
+# XLA:CPU spends most of a small program's compile time in LLVM's optimization passes,
+# which a small epoch never earns back: measured on the seed workload (10-10-10-1 net,
+# 426 rows), ``xla_backend_optimization_level=0`` halves the epoch's compile time and
+# leaves 30 epochs as fast (matmuls and convolutions run in library kernels either
+# way). Used for array epochs of at most SMALL_EPOCH_FLOPS on a CPU.
+SMALL_EPOCH_FLOPS = 1e9
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def compiler_options(fast: bool) -> dict[str, Any] | None:
+    """The ``jax.jit(compiler_options=)`` of a program compiled fast, or None."""
+    return dict(FAST_COMPILE) if fast else None
+
+
+def small_epoch(model: Any, params: Any, model_state: Any, x: Any, plan: Any = None) -> bool:
+    """Whether an epoch of ``model`` over ``x`` is small enough to compile fast (CPU only).
+
+    A training step costs about 3 forward passes; the forward pass of one example is
+    XLA's cost analysis of the lowered (not compiled) model, remembered per model
+    structure and row shape. A quick bound first: every parameter is used at least
+    once per example, so ``6 * params * rows`` above the limit needs no lowering.
+    """
+    import jax
+
+    if plan is not None or jax.devices()[0].platform != "cpu":
+        return False
+    rows = x.shape[0]
+    size = sum(int(getattr(a, "size", 1)) for a in jax.tree.leaves(params))
+    if 6 * size * rows > SMALL_EPOCH_FLOPS:
+        return False
+    row = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
+    flops = _forward_flops(canonical(model), _spec_tree(params), _spec_tree(model_state), row)
+    return 0 < 3 * flops * rows <= SMALL_EPOCH_FLOPS
+
+
+def _spec_tree(tree: Any) -> Any:
+    """A hashable stand-in for a pytree of arrays: its structure and leaf shapes/dtypes."""
+    import jax
+
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((tuple(a.shape), str(a.dtype)) for a in leaves)
+
+
+@functools.lru_cache(maxsize=PROGRAMS)
+def _forward_flops(model: Any, params: Any, model_state: Any, row: Any) -> float:
+    import jax
+
+    def rebuild(spec: Any) -> Any:
+        treedef, leaves = spec
+        return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
+
+    try:
+        fn = lambda p, s, x: model.apply(p, s, x, train=False)[0]  # noqa: E731
+        lowered = jax.jit(fn).lower(rebuild(params), rebuild(model_state), row)
+        return float((lowered.cost_analysis() or {}).get("flops", 0.0))
+    except Exception:  # an estimate only: unknown means "not small"
+        return 0.0
+
+
+_clearers.append(_forward_flops.cache_clear)
+
+
+__all__ = ["MODELS", "PROGRAMS", "SMALL_EPOCH_FLOPS", "canonical", "clear_programs",
+           "compiler_options", "program_cache", "small_epoch"]  # fmt: skip

@@ -75,6 +75,7 @@ _LAZY: dict[str, str] = {
     "StatefulLayer": "jnn.layers",
     "Tanh": "jnn.layers",
     "TrainState": "jnn.train",
+    "callbacks": "jnn.callbacks",
     "checkpoint": "jnn.checkpoint",
     "compile_cache": "jnn.train",
     "distributed": "jnn.distributed",
@@ -98,7 +99,7 @@ _LAZY: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
-    from jnn import checkpoint, distributed, experiments, layers, losses, metrics
+    from jnn import callbacks, checkpoint, distributed, experiments, layers, losses, metrics
     from jnn.layers import (
         GRU,
         LSTM,

@@ -149,6 +149,11 @@ def _typed_key_impls(tree: Any) -> dict[str, str]:
 # --------------------------------------------------------------------------- save
 
 
+def _history_value(v: Any) -> Any:
+    """A float, or an array for an array-valued metric (a confusion matrix)."""
+    return float(v) if np.ndim(v) == 0 else np.asarray(v, np.float32)
+
+
 def _encode(state: Any, epoch: int, history: dict[str, list[float]]) -> bytes:
     state_dict = serialization.to_state_dict(_unwrap_keys(state))
     state_dict = jax.tree.map(np.asarray, state_dict)  # device -> host, one copy
@@ -156,7 +161,7 @@ def _encode(state: Any, epoch: int, history: dict[str, list[float]]) -> bytes:
         {
             "format": "jnn.checkpoint",
             "epoch": int(epoch),
-            "history": {str(k): [float(v) for v in vs] for k, vs in history.items()},
+            "history": {str(k): [_history_value(v) for v in vs] for k, vs in history.items()},
             "typed_keys": _typed_key_impls(state),
             "state": state_dict,
         }

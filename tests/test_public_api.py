@@ -36,9 +36,10 @@ PUBLIC: dict[str, list[str]] = {
         "Callback", "EarlyStopping", "FitResult", "NonFiniteError", "TrainState", "evaluate",
         "fit", "get_optimizer", "make_train_step", "predict", "summary", "compile_cache",
         # modules and metadata
-        "checkpoint", "distributed", "experiments", "layers", "losses", "metrics",
+        "callbacks", "checkpoint", "distributed", "experiments", "layers", "losses", "metrics",
         "__version__",
     ],
+    "jnn.callbacks": ["CSVLogger", "Callback", "EarlyStopping", "TensorBoard"],
     "jnn.checkpoint": [
         "Checkpoint", "CheckpointError", "FORMAT_VERSION", "all_checkpoints", "latest",
         "restore", "restore_latest", "save",
@@ -52,6 +53,7 @@ PUBLIC: dict[str, list[str]] = {
     "jnn.experiments": [
         "Bootstrap", "KFold", "Run", "SweepResult", "Table", "bootstrap_weights",
         "kfold_weights", "run_keys", "sweep",
+        "Choice", "IntUniform", "LogUniform", "PBT", "SuccessiveHalving", "Uniform",
     ],
     "jnn.export": [
         "FORMAT_VERSION", "MAGIC", "OnnxPredictor", "Predictor", "load", "save", "save_onnx",
@@ -73,7 +75,11 @@ PUBLIC: dict[str, list[str]] = {
         "bce", "bce_with_logits", "categorical_crossentropy", "cross_entropy", "get", "mae",
         "mse",
     ],
-    "jnn.metrics": ["accuracy", "binary_accuracy", "categorical_accuracy", "get"],
+    "jnn.metrics": [
+        "accuracy", "binary_accuracy", "categorical_accuracy", "get",
+        "AUC", "F1", "MAE", "R2", "RMSE", "ConfusionMatrix", "Metric", "Precision", "Recall",
+        "TopKAccuracy",
+    ],
     "jnn.serve": ["DEFAULT_MAX_BODY_BYTES", "create_app", "load_model", "serve"],
     "jnn.summary": ["Summary", "SummaryRow", "format_table", "summary"],
     "jnn.train": [

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jnn._data import check_number
 from jnn._reduce import ShapeMismatchError
 from jnn._typing import State
 from jnn.layers._base import AnyLayer, StatefulLayer
@@ -162,4 +163,56 @@ def _label_shape_message(where: str, err: ShapeMismatchError, n: int, y_shape: t
     )
 
 
-__all__ = ["check_model_state", "check_params", "check_trace", "traced"]
+def class_weights(where: str, class_weight: Any, y: np.ndarray) -> np.ndarray:
+    """Per-example weights ``class_weight[label]`` for host labels ``y`` (before compiling).
+
+    Labels are class ids ``(N,)``, binary ``(N, 1)`` 0/1 values, or one-hot ``(N, C)``.
+    ``"balanced"`` is scikit-learn's ``n / (classes * count)``; a dict must name every
+    label present (the missing ones are named in the error).
+    """
+    if y.ndim == 2 and y.shape[1] > 1:
+        ids = np.argmax(y, axis=1)
+    elif y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1):
+        flat = y.reshape(-1)
+        ids = np.rint(flat).astype(np.int64)
+        if not np.array_equal(ids, flat):
+            raise ValueError(
+                f"{where}: class_weight needs class labels (integers, 0/1 or one-hot), got "
+                f"non-integer label values such as {flat[ids != flat][0]!r}."
+            )
+    else:
+        raise ValueError(
+            f"{where}: class_weight needs one class label per example ((N,), (N, 1) or "
+            f"one-hot (N, C)), got labels of shape {y.shape}; use sample_weight instead."
+        )
+    present, counts = np.unique(ids, return_counts=True)
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(
+                f"{where}: class_weight must be a dict {{label: weight}} or 'balanced', got "
+                f"{class_weight!r}."
+            )
+        balanced = len(ids) / (len(present) * counts)
+        table = dict(zip(present.tolist(), balanced.tolist(), strict=True))
+    elif isinstance(class_weight, dict):
+        table = {}
+        for label, weight in class_weight.items():
+            if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+                raise TypeError(f"{where}: class_weight keys must be int labels, got {label!r}.")
+            table[int(label)] = check_number(where, f"class_weight[{label}]", weight, low=0.0)
+        missing = [int(c) for c in present if int(c) not in table]
+        if missing:
+            raise ValueError(
+                f"{where}: class_weight has no weight for label(s) {missing} found in y "
+                f"(it has {sorted(table)}); give every label a weight, or use 'balanced'."
+            )
+    else:
+        raise TypeError(
+            f"{where}: class_weight must be a dict {{label: weight}} or 'balanced', got "
+            f"{type(class_weight).__name__}."
+        )
+    lookup = np.vectorize(table.__getitem__, otypes=[np.float32])
+    return np.asarray(lookup(ids), np.float32)
+
+
+__all__ = ["check_model_state", "check_params", "check_trace", "class_weights", "traced"]

@@ -31,7 +31,7 @@ import optax
 from jnn._typing import Array
 from jnn.layers._base import StatefulLayer
 from jnn.train._cache import compiler_options, program_cache, small_epoch
-from jnn.train._logs import MetricFns, Sums, batch_logs
+from jnn.train._logs import MetricFns, StepTrace, Sums, batch_logs
 from jnn.train._shuffle import permutation
 from jnn.train._state import TrainState
 from jnn.train._step import GuardState, NanGuard, pure_step
@@ -126,7 +126,7 @@ def train_scan(step: Callable, guard: NanGuard, masked: bool, plan: Any = None):
             state, logs, wb_used, g = guard.step(step, state, xb, yb, wb, g)
             if plan is not None:
                 state = plan.constrain_state(state)
-            return state, sums.add(logs, wb_used), g
+            return state, sums.add(logs, wb_used, state.opt_state), g
 
         if masked:
             carry = jax.lax.cond(valid[0], run, lambda *carry: carry, state, sums, g)
@@ -150,7 +150,7 @@ def eval_scan(model: StatefulLayer, loss_fn, metric_fns: MetricFns, masked: bool
             pred, _ = model.apply(params, model_state, xb, train=False)
             logs = batch_logs(loss_fn, metric_fns, pred, yb, wb)
             if masked:  # a skipped step: weight 0 (where, not a product: values may be NaN)
-                logs = {k: jnp.where(valid[0], v, jnp.zeros_like(v)) for k, v in logs.items()}
+                logs = jax.tree.map(lambda v: jnp.where(valid[0], v, jnp.zeros_like(v)), logs)
                 wb = jnp.where(valid[0], wb, jnp.zeros_like(wb))
             return sums.add(logs, wb), None
 
@@ -205,6 +205,7 @@ class EpochSpec(NamedTuple):
     validate: bool
     on_nan: str | None = None
     plan: Any = None
+    log_every: int | None = None  # fit(log_every=): per-step loss in the carry (StepTrace)
 
 
 class _Parts(NamedTuple):
@@ -227,6 +228,8 @@ def _parts(spec: EpochSpec) -> _Parts:
         state, order = begin_epoch(state, x.shape[0], spec.batch_size, spec.shuffle)
         xs, ys, ws = Gather(x, y, w, spec.plan)(order[:1])
         sums = zero_sums(lambda s: step(s, xs[0], ys[0], ws[0])[1], state)
+        if spec.log_every is not None:
+            sums = sums._replace(trace=StepTrace.zeros(order.shape[0], spec.log_every))
         return state, order, sums, guard.init()
 
     def steps(state: TrainState, sums: Sums, g: GuardState, x, y, w, slots):

@@ -19,7 +19,7 @@ from jnn import losses as _losses
 from jnn._data import check_key, check_labels, check_positive_int, check_xy, close_match
 from jnn._typing import ArrayLike, Params, PRNGKey, State
 from jnn.layers._base import AnyLayer, _check_layer, stateful
-from jnn.train._checks import check_model_state, check_trace
+from jnn.train._checks import check_model_state, check_trace, class_weights
 from jnn.train._control import (
     Callback,
     EarlyStopping,
@@ -29,8 +29,8 @@ from jnn.train._control import (
     Stopper,
     check_options,
 )
-from jnn.train._epoch import ArrayEpoch, EpochSpec, compiled_eval
-from jnn.train._logs import resolve_metrics
+from jnn.train._epoch import ArrayEpoch, EpochSpec, compiled_eval, num_batches
+from jnn.train._logs import host_logs, lr_reader, resolve_metrics, step_logs
 from jnn.train._state import TrainState, fresh_state, get_optimizer
 from jnn.train._step import NanGuard, is_deleted
 from jnn.train._stream import StreamEpoch, Validated, evaluate_stream, stream_source
@@ -50,6 +50,7 @@ def fit(
     metrics: Sequence[str | Callable] = (),
     validation_data: tuple[ArrayLike, ArrayLike] | None = None,
     sample_weight: ArrayLike | None = None,
+    class_weight: dict[int, float] | str | None = None,
     shuffle: bool = True,
     early_stopping: EarlyStopping | None = None,
     callbacks: Sequence[Callback] = (),
@@ -66,6 +67,7 @@ def fit(
     validation_steps: int | None = None,
     mesh: Mesh | str | None = None,
     param_sharding: str | None = None,
+    log_every: int | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data = (x, y)``; each epoch is one compiled call.
 
@@ -98,14 +100,28 @@ def fit(
       batch_size: examples per step (at most the number of examples). The last
         batch of an epoch may be partial: it is padded and masked, never dropped.
       key: PRNG key for shuffling and dropout (``jax.random.key(seed)``).
-      metrics: names (``"accuracy"``) or functions ``m(pred, y, *, weights)``.
-        Accuracy thresholds at 0.5, or at 0 for a logits loss.
+      metrics: names (``"accuracy"``, ``"auc"``, ``"f1"``...), stateful
+        :class:`jnn.metrics.Metric` objects (exact over the whole epoch), or
+        functions ``m(pred, y, *, weights)``, which are averaged over examples
+        (see :mod:`jnn.metrics`). Thresholds and AUC follow the loss: accuracy
+        thresholds at 0.5, or at 0 for a logits loss. With a learning-rate
+        schedule (``learning_rate=`` a schedule, or an optimizer from
+        ``optax.inject_hyperparams``) the history also records ``"lr"``, the
+        rate of each epoch's last step.
       validation_data: ``(x_val, y_val)`` evaluated at the end of every epoch,
         inside the same compiled call, reported as ``"val_<name>"``.
       sample_weight: optional per-example weights of shape ``(N,)``.
+      class_weight: ``{label: weight}`` or ``"balanced"`` (``n / (classes *
+        count)``, as scikit-learn): each example's weight is multiplied by its
+        class's (with ``sample_weight``, the product). Labels are class ids,
+        0/1 values or one-hot rows; a label of ``y`` missing from the dict is an
+        error naming it. Arrays only (for a stream, put the weights in the
+        batches).
       shuffle: reshuffle the examples every epoch (on device, from ``key``).
       early_stopping: an :class:`EarlyStopping` configuration.
       callbacks: functions ``cb(epoch, logs, state)``; one returning True stops.
+        :mod:`jnn.callbacks` has :class:`~jnn.callbacks.CSVLogger` and
+        :class:`~jnn.callbacks.TensorBoard`.
       model_state: required for stateful models (the third output of ``init``).
       opt_state: an optimizer state to continue from (default: fresh).
       verbose: 0 silent, 1 a progress bar over epochs, 2 one line per epoch.
@@ -151,6 +167,15 @@ def fit(
         params and optimizer state split along the data axis (each leaf along
         its largest divisible dimension), for models too big to replicate.
 
+      log_every: record the training loss every this many steps (the weighted
+        mean of each window of ``log_every`` steps) and the learning rate of the
+        window's last step, collected inside the compiled epoch (an array in the
+        scan's carry, no host callback per step) and handed to callbacks once per
+        epoch as ``logs["steps"]`` (``{"step", "loss", "lr"}`` arrays, ``step``
+        the global index of each window's last step): :class:`jnn.callbacks.
+        TensorBoard` writes them. Not in the history. For a stream, its length
+        must be known (``len(data)`` or ``steps_per_epoch``).
+
     Returns:
       A :class:`FitResult` with ``.params``, ``.opt_state``, ``.model_state``,
       ``.state`` and ``.history``. The same key and data give bit-identical
@@ -192,6 +217,13 @@ def fit(
         steps_name="steps_per_epoch",
     )  # fmt: skip
     x, y, w = check_xy(where, data, weights=sample_weight) if source is None else source.first
+    if class_weight is not None:
+        if source is not None:
+            raise ValueError(
+                f"{where}: class_weight is for array data; for a stream, multiply each "
+                "batch's weights by its classes' weights in the loader ((x, y, weights) batches)."
+            )
+        w = w * class_weights(where, class_weight, y)
     epochs = check_positive_int(where, "epochs", epochs)
     n = x.shape[0] if plan is None or source is not None else plan.global_rows(where, x.shape[0])
     batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
@@ -233,6 +265,7 @@ def fit(
     history_keys = ["loss", *(n for n, _ in metric_fns)]
     if validation_data is not None:
         history_keys += [f"val_{k}" for k in history_keys]
+    logged_keys = list(history_keys)  # what the compiled epoch returns
     if early_stopping is not None and early_stopping.monitor not in history_keys:
         raise ValueError(
             f"{where}: early_stopping monitors {early_stopping.monitor!r}, which is not "
@@ -244,9 +277,20 @@ def fit(
     state = fresh_state(tx)(params, opt_state, key, model_state)
     if plan is not None:
         state = plan.put_state(state)
+    read_lr = lr_reader(learning_rate, state.opt_state)
+    if read_lr is not None:  # a schedule: the last step's rate, per epoch
+        history_keys.append("lr")
+    steps_per_epoch_ = num_batches(n, batch_size) if source is None else source.length
+    if log_every is not None:
+        log_every = check_positive_int(where, "log_every", log_every)
+        if steps_per_epoch_ is None:
+            raise ValueError(
+                f"{where}: log_every needs the stream's length: pass steps_per_epoch= (or a "
+                "data stream with len())."
+            )
     runner = _epoch_runner(
         where, smodel, loss_fn, tx, metric_fns, batch_size, shuffle, on_nan, plan, state,
-        (x, y, w), source, val, val_source, steps_per_call,
+        (x, y, w), source, val, val_source, steps_per_call, log_every,
     )  # fmt: skip
     history: dict[str, list[float]] = {k: [] for k in history_keys}
     done = 0  # completed epochs
@@ -282,7 +326,12 @@ def fit(
                         stacklevel=2,
                     )
                     break
-                logs = {k: float(logs[k]) for k in history_keys}  # "loss", then metrics
+                steps = None
+                if log_every is not None:
+                    steps = step_logs(logs, epoch, steps_per_epoch_, log_every, learning_rate)
+                logs = host_logs(logs, logged_keys)  # "loss", then metrics
+                if read_lr is not None:
+                    logs["lr"] = read_lr(state)
                 for k, v in logs.items():
                     history[k].append(v)
                 done = epoch + 1
@@ -290,8 +339,9 @@ def fit(
                 stop = stopper is not None and stopper.update(
                     epoch, logs[stopper.config.monitor], state
                 )
+                cb_logs = logs if steps is None else {**logs, "steps": steps}
                 for cb in callbacks:
-                    stop = bool(cb(epoch, logs, state)) or stop
+                    stop = bool(cb(epoch, cb_logs, state)) or stop
                 if stop or sigint.flag or done % checkpoint_every == 0 or done == epochs:
                     save(state, done)
                 if sigint.flag:
@@ -318,19 +368,21 @@ def fit(
 
 def _epoch_runner(
     where, model, loss_fn, tx, metric_fns, batch_size, shuffle, on_nan, plan, state, data,
-    source, val, val_source, steps_per_call,
+    source, val, val_source, steps_per_call, log_every=None,
 ):  # fmt: skip
     """``fit``'s epoch: ``runner(state, interrupted=, tick=) -> EpochOut``, for arrays or a
     stream, validated inside the compiled epoch (arrays) or after it (streams)."""
     fused_val = source is None and val_source is None and val is not None
-    spec = EpochSpec(model, loss_fn, tx, metric_fns, batch_size, shuffle, fused_val, on_nan, plan)
+    spec = EpochSpec(
+        model, loss_fn, tx, metric_fns, batch_size, shuffle, fused_val, on_nan, plan, log_every
+    )
     if source is None:
         xd, yd, wd = jax.device_put(data) if plan is None else plan.put_data(where, data)
         runner: Any = ArrayEpoch(spec, state, (xd, yd, wd), val, steps_per_call)
     else:
         runner = StreamEpoch(
             where=where, source=source, model=model, loss_fn=loss_fn, tx=tx,
-            metric_fns=metric_fns, k=steps_per_call or 1, on_nan=on_nan,
+            metric_fns=metric_fns, k=steps_per_call or 1, on_nan=on_nan, log_every=log_every,
         )  # fmt: skip
     if val_source is not None:
         k = steps_per_call or 1

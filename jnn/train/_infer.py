@@ -19,7 +19,7 @@ from jnn.layers._base import AnyLayer, StatefulLayer, _check_layer, stateful
 from jnn.train._cache import program_cache
 from jnn.train._checks import check_model_state, check_trace, traced
 from jnn.train._epoch import compiled_eval
-from jnn.train._logs import resolve_metrics
+from jnn.train._logs import host_logs, resolve_metrics
 from jnn.train._stream import evaluate_stream, predict_stream, stream_source
 
 
@@ -117,14 +117,14 @@ def evaluate(
             where, source, model=smodel, loss_fn=loss_fn, metric_fns=metric_fns, params=params,
             model_state=model_state, k=k,
         )  # fmt: skip
-        return {k: float(v) for k, v in logs.items()}
+        return host_logs(logs)
     if plan is None:
         arrays = (params, model_state, *map(jnp.asarray, (x, y, w)))
     else:
         batch_size = plan.batch_size(where, batch_size, n)
         arrays = (*plan.put_state((params, model_state)), *plan.put_data(where, (x, y, w)))
     logs = compiled_eval(smodel, loss_fn, metric_fns, batch_size, plan)(*arrays)
-    return {k: float(v) for k, v in logs.items()}
+    return host_logs(logs)
 
 
 def predict(

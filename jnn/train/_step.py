@@ -22,7 +22,7 @@ from jnn import losses as _losses
 from jnn._data import close_match
 from jnn._typing import Array, ArrayLike, Params
 from jnn.layers._base import AnyLayer, StatefulLayer, _check_layer, stateful
-from jnn.train._logs import MetricFns, batch_logs, resolve_metrics
+from jnn.train._logs import MetricFns, batch_logs, finish_logs, resolve_metrics
 from jnn.train._state import TrainState, get_optimizer
 
 Batch = tuple[ArrayLike, ...]
@@ -170,7 +170,7 @@ class NanGuard(NamedTuple):
         allow = jnp.bool_(True) if self.mode == "skip_batch" else g.first_bad < 0
         state, logs, finite = step(state, xb, yb, wb, allow)
         ok = jnp.logical_and(finite, allow)
-        logs = {k: jnp.where(ok, v, jnp.zeros_like(v)) for k, v in logs.items()}
+        logs = jax.tree.map(lambda v: jnp.where(ok, v, jnp.zeros_like(v)), logs)
         first_bad = jnp.where(jnp.logical_and(g.first_bad < 0, ~finite), g.steps, g.first_bad)
         skipped = g.skipped + (~finite).astype(jnp.int32)
         g = GuardState(g.steps + 1, first_bad, skipped)
@@ -265,7 +265,7 @@ def make_train_step(
         if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
             raise TypeError("step: batch must be (x, y) or (x, y, weights).")
         state, logs, _ = pure(state, batch[0], batch[1], batch[2] if len(batch) == 3 else None)
-        return state, logs
+        return state, finish_logs(logs)
 
     compiled = jax.jit(step, donate_argnums=(0,) if donate else ())
     if not donate:

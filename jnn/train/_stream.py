@@ -34,7 +34,7 @@ import numpy as np
 from jnn._data import check_positive_int, check_xy
 from jnn.train._cache import program_cache
 from jnn.train._epoch import EpochOut, eval_scan, train_scan, zero_sums
-from jnn.train._logs import Sums, batch_logs
+from jnn.train._logs import StepTrace, Sums, batch_logs
 from jnn.train._state import TrainState
 from jnn.train._step import NanGuard, pure_step
 
@@ -487,8 +487,11 @@ def _batch_specs(spec: Spec) -> tuple[jax.ShapeDtypeStruct, ...]:
 class StreamEpoch:
     """``fit``'s epoch for a stream: ``epoch(state, interrupted=, tick=) -> EpochOut``."""
 
-    def __init__(self, *, where, source, model, loss_fn, tx, metric_fns, k, on_nan=None):
+    def __init__(
+        self, *, where, source, model, loss_fn, tx, metric_fns, k, on_nan=None, log_every=None
+    ):
         self.where, self.source, self.k = where, source, k
+        self.log_every = log_every
         self.guard = NanGuard(on_nan)
         plan = source.plan
         self.full = compiled_steps(model, loss_fn, tx, metric_fns, False, on_nan, plan)
@@ -504,6 +507,8 @@ class StreamEpoch:
             logs = lambda *args: self.step(*args)[1]  # noqa: E731
             self.log_shapes = jax.eval_shape(logs, state, *_batch_specs(self.source.spec))
         sums, g = Sums.zeros_like(self.log_shapes), self.guard.init()  # fresh: calls donate them
+        if self.log_every is not None:  # fit checked that the length is known
+            sums = sums._replace(trace=StepTrace.zeros(self.source.length, self.log_every))
         batches = examples = 0
         feed = self.source.feed(self.where, self.k)
         for group in feed:

@@ -1,14 +1,30 @@
-"""Metrics: pure functions ``metric(pred, target, *, weights=None, mask=None)``.
+"""Metrics: per-example means, and stateful metrics over a whole dataset.
 
-They share the losses' signature and conventions (no broadcasting, per-example
-weights/mask, weighted mean), so any loss is also a metric and :func:`jnn.fit`
-computes both inside the compiled epoch.
+Two kinds, both computed by :func:`jnn.fit` and :func:`jnn.evaluate` inside the
+compiled epoch:
+
+- **per-example means**: functions ``metric(pred, target, *, weights=None,
+  mask=None)`` sharing the losses' signature and conventions (no broadcasting,
+  per-example weights/mask, weighted mean), so any loss is also a metric. An
+  epoch's value is the weighted mean of the batch values weighted by their
+  examples: exact for any metric that is a mean over examples. **Any plain
+  function passed in** ``metrics=`` **is treated this way**; one that is not a
+  mean over examples (an AUC, an F1, a median) would come out as a mean of batch
+  values, so ``fit`` refuses a function marked ``fn.decomposable = False``: write
+  it as a :class:`Metric` instead.
+- **stateful metrics** (:class:`Metric`: ``init``, ``update``, ``result``) whose
+  state of sufficient statistics is summed over batches, chunks, stream groups and
+  mesh devices: :func:`AUC`, :func:`Precision`, :func:`Recall`, :func:`F1`,
+  :func:`TopKAccuracy`, :func:`ConfusionMatrix`, :func:`MAE`, :func:`RMSE`,
+  :func:`R2`. By name: ``"auc"``, ``"pr_auc"``, ``"precision"``, ``"recall"``,
+  ``"f1"``, ``"top_5_accuracy"`` (any k), ``"rmse"``, ``"r2"``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any, cast
 
 import jax.numpy as jnp
 
@@ -16,8 +32,36 @@ from jnn import losses as _losses
 from jnn._data import close_match
 from jnn._reduce import as_array, check_same_shape, weighted_reduce
 from jnn._typing import Array, ArrayLike
+from jnn.metrics._stateful import (
+    AUC,
+    F1,
+    MAE,
+    R2,
+    RMSE,
+    ConfusionMatrix,
+    Metric,
+    Precision,
+    Recall,
+    TopKAccuracy,
+    by_name,
+)
 
-__all__ = ["accuracy", "binary_accuracy", "categorical_accuracy", "get"]
+__all__ = [
+    "AUC",
+    "F1",
+    "MAE",
+    "R2",
+    "RMSE",
+    "ConfusionMatrix",
+    "Metric",
+    "Precision",
+    "Recall",
+    "TopKAccuracy",
+    "accuracy",
+    "binary_accuracy",
+    "categorical_accuracy",
+    "get",
+]
 
 
 def binary_accuracy(
@@ -142,16 +186,21 @@ _METRICS: dict[str, Callable[..., Array]] = {
 _AT_ZERO = {fn: partial(fn, threshold=0.0) for fn in (accuracy, binary_accuracy)}
 
 
-def get(metric: str | Callable[..., Array], *, from_logits: bool = False) -> Callable[..., Array]:
+def get(
+    metric: str | Metric | Callable[..., Array], *, from_logits: bool = False
+) -> Callable[..., Any]:
     """Resolve a metric (or any loss) by name, or pass a callable through.
 
     Args:
-      metric: a name from this module or :mod:`jnn.losses`, or a callable.
+      metric: a name from this module or :mod:`jnn.losses`, a :class:`Metric`,
+        or a callable.
       from_logits: whether predictions are logits; binary accuracy then
-        thresholds at 0 instead of 0.5.
+        thresholds at 0 instead of 0.5, and a :class:`Metric` with a logits
+        variant (AUC, precision...) applies the sigmoid/softmax first.
 
     Returns:
-      The metric function ``m(pred, target, *, weights=None, mask=None)``.
+      The metric function ``m(pred, target, *, weights=None, mask=None)``, or
+      the :class:`Metric` (also callable so).
 
     Raises:
       ValueError: for an unknown name, suggesting the closest.
@@ -163,10 +212,16 @@ def get(metric: str | Callable[..., Array], *, from_logits: bool = False) -> Cal
       >>> float(acc(jnp.array([[2.0], [-1.0]]), jnp.array([[1.0], [1.0]])))
       0.5
     """
+    if isinstance(metric, Metric):
+        chosen: Metric = metric.logits if from_logits and metric.logits is not None else metric
+        return cast(Callable[..., Any], chosen)
     if callable(metric):
         return metric
     if not isinstance(metric, str):
         raise TypeError(f"metric must be a name or a callable, got {type(metric).__name__}.")
+    stateful = by_name(metric)
+    if stateful is not None:
+        return get(stateful, from_logits=from_logits)
     if metric in _METRICS:
         fn = _METRICS[metric]
         if from_logits and fn in _AT_ZERO:
@@ -175,7 +230,8 @@ def get(metric: str | Callable[..., Array], *, from_logits: bool = False) -> Cal
     try:
         return _losses.get(metric)
     except ValueError:
-        known = [*_METRICS, *_losses._LOSSES]
+        known = [*_METRICS, *_losses._LOSSES, "auc", "pr_auc", "precision", "recall", "f1"]
+        known += ["top_5_accuracy", "rmse", "r2"]
         raise ValueError(
             f"Unknown metric {metric!r}.{close_match(metric, known)} Known: "
             f"{', '.join(sorted(known))}; or pass a function metric(pred, target, *, mask)."

@@ -16,7 +16,8 @@ case runs in a fresh process:
   ``DataLoader``-free shuffled batches (one thread).
 
 Per case: the median seconds of build + fit + predict (``total``) and of ``fit``
-alone, the compile seconds of that phase (JAX's backend-compile events: XLA compiles
+alone, wall-clock and CPU time of the process (on a loaded machine the CPU time is
+the steadier figure), the compile seconds of that phase (JAX's backend-compile events: XLA compiles
 and persistent-cache loads; none for torch), and the mean held-out accuracy.
 
 Targets (issue 21): new model, same architecture, same process: fit <= 50 ms; fresh
@@ -69,10 +70,10 @@ if impl == "jnn":
         model = jnn.serial(jnn.Dense(10, activation="relu"), jnn.Dense(10, activation="relu"),
                            jnn.Dense(1, activation="sigmoid"))
         _, params = model.init(jax.random.key(seed), (-1, 10))
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         res = jnn.fit(model, params, (x_train, y_train), loss="bce", optimizer="adam",
                       epochs=epochs, batch_size=32, key=jax.random.key(seed), verbose=0)
-        fit_s = time.perf_counter() - t
+        fit_s = (time.perf_counter() - t, time.process_time() - c)
         return fit_s, jnn.predict(model, res.params, x_test)
 elif impl == "keras":
     import keras
@@ -82,9 +83,9 @@ elif impl == "keras":
                                   keras.layers.Dense(10, activation="relu"),
                                   keras.layers.Dense(1, activation="sigmoid")])
         model.compile(optimizer="adam", loss="binary_crossentropy")
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
-        fit_s = time.perf_counter() - t
+        fit_s = (time.perf_counter() - t, time.process_time() - c)
         return fit_s, model.predict(x_test, verbose=0)
 else:
     import torch
@@ -97,7 +98,7 @@ else:
                               nn.Linear(10, 1), nn.Sigmoid())
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         loss_fn = torch.nn.BCELoss()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for _ in range(epochs):
             order = torch.randperm(len(xt))
             for i in range(0, len(xt), 32):
@@ -105,18 +106,19 @@ else:
                 opt.zero_grad()
                 loss_fn(model(xt[idx]), yt[idx]).backward()
                 opt.step()
-        fit_s = time.perf_counter() - t
+        fit_s = (time.perf_counter() - t, time.process_time() - c)
         with torch.no_grad():
             return fit_s, model(xe).numpy()
 
 setup_s = time.perf_counter() - t_start
 for seed in range(seeds):
     compile_s[0] = 0.0
-    t = time.perf_counter()
-    fit_s, pred = run(seed)
-    total = time.perf_counter() - t
+    t, c = time.perf_counter(), time.process_time()
+    (fit_s, fit_cpu), pred = run(seed)
+    total, total_cpu = time.perf_counter() - t, time.process_time() - c
     acc = float(((np.asarray(pred).reshape(-1) > 0.5) == (y_test.reshape(-1) > 0.5)).mean())
-    records.append(dict(total=total, fit=fit_s, compile=compile_s[0], accuracy=acc))
+    records.append(dict(total=total, total_cpu=total_cpu, fit=fit_s, fit_cpu=fit_cpu,
+                        compile=compile_s[0], accuracy=acc))
 print(json.dumps({"impl": impl, "setup_s": setup_s, "records": records}))
 """
 
@@ -139,7 +141,9 @@ def _summary(name: str, records: list[dict]) -> dict:
         "case": name,
         "n": len(records),
         "total_s": med("total"),
+        "total_cpu_s": med("total_cpu"),
         "fit_s": med("fit"),
+        "fit_cpu_s": med("fit_cpu"),
         "compile_s": med("compile"),
         "accuracy": statistics.fmean(r["accuracy"] for r in records),
     }
@@ -175,17 +179,21 @@ def table(rows: list[dict]) -> str:
     """The markdown table, with each case's speed-up over Keras in the same state."""
     by = {r["case"]: r for r in rows}
     lines = [
-        "| case | build + fit + predict (s) | fit (s) | compile (s) | accuracy | vs keras |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| case | build + fit + predict (s) | CPU (s) | fit (s) | fit CPU (s) | compile (s) "
+        "| accuracy | vs keras | vs keras, CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        peer = "keras cold" if "cold" in r["case"] else "keras warm process, new model"
-        ratio = ""
+        fresh = "cold" in r["case"] or "fresh process" in r["case"]  # vs Keras in a new process
+        peer = "keras cold" if fresh else "keras warm process, new model"
+        ratio = cpu_ratio = ""
         if peer in by and not r["case"].startswith("keras"):
             ratio = f"{by[peer]['total_s'] / r['total_s']:.1f}x"
+            cpu_ratio = f"{by[peer]['total_cpu_s'] / max(r['total_cpu_s'], 1e-9):.1f}x"
         lines.append(
-            f"| {r['case']} | {r['total_s']:.3f} | {r['fit_s']:.3f} | {r['compile_s']:.3f} "
-            f"| {r['accuracy']:.3f} | {ratio} |"
+            f"| {r['case']} | {r['total_s']:.3f} | {r['total_cpu_s']:.3f} | {r['fit_s']:.3f} "
+            f"| {r['fit_cpu_s']:.3f} | {r['compile_s']:.3f} | {r['accuracy']:.3f} | {ratio} "
+            f"| {cpu_ratio} |"
         )
     return "\n".join(lines)
 

@@ -62,9 +62,18 @@ def compile_cache(path: str | os.PathLike[str] | None = None) -> Path | None:
       TypeError: if ``path`` is not a str, an ``os.PathLike`` or None.
 
     Example:
-      >>> import tempfile, jnn
-      >>> folder = jnn.compile_cache(tempfile.mkdtemp())
-      >>> folder.is_dir()
+      At the top of a script, ``jnn.compile_cache()``; that changes JAX's settings
+      for the process, so here only the safe path runs: a folder that cannot be
+      created (under a file) warns and leaves them unchanged.
+
+      >>> import os, tempfile, warnings, jax, jnn
+      >>> before = jax.config.jax_compilation_cache_dir
+      >>> a_file = tempfile.NamedTemporaryFile(delete=False).name
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     warnings.simplefilter("always")
+      ...     print(jnn.compile_cache(os.path.join(a_file, "xla")), len(caught))
+      None 1
+      >>> jax.config.jax_compilation_cache_dir == before
       True
     """
     import jax

@@ -10,9 +10,9 @@ A model file is a ``.jnn`` file (:func:`jnn.export.save`, run on XLA) or an
 ``.onnx`` file (:func:`jnn.export.save_onnx`, run on ONNX Runtime without
 importing jax). Inputs and outputs are ``.npy`` (no pickle), ``.csv`` (one
 example per row, an optional header line) or ``.json`` (a list of examples,
-or ``{"inputs": [...]}``). Also runs as ``python -m jnn``. A ``.jnn`` model's
-compilations are kept on disk by :func:`jnn.compile_cache` (``JNN_COMPILE_CACHE``
-names the folder, or ``off``).
+or ``{"inputs": [...]}``). Also runs as ``python -m jnn``. Run from the command
+line, a ``.jnn`` model's compilations are kept on disk by :func:`jnn.compile_cache`
+(``JNN_COMPILE_CACHE`` names the folder, or ``off``).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    args.compile_cache = argv is None  # a command line (not a call from Python): cache
     try:
         return args.run(args)
     except (ValueError, TypeError, OSError, EOFError) as err:  # EOFError: np.load, empty .npy
@@ -163,7 +164,7 @@ def _load(args: argparse.Namespace) -> Any:
     """The model, or a ValueError naming the file: no traceback for a damaged file."""
     from jnn.serve import load_model
 
-    if not str(args.model).lower().endswith(".onnx"):  # runs on XLA: reuse its compilations
+    if args.compile_cache and not str(args.model).lower().endswith(".onnx"):  # runs on XLA
         from jnn._compile_cache import compile_cache
 
         compile_cache()

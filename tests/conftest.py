@@ -1,10 +1,15 @@
 """Test configuration: make implicit rank promotion an error, so any
 accidental broadcasting in jnn surfaces here rather than in users' results."""
 
+import os
+
 import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# The CLI and the examples turn on jnn.compile_cache(); tests (and the processes they
+# start) keep JAX's global settings and the user's cache folder as they are.
+os.environ.setdefault("JNN_COMPILE_CACHE", "off")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import time
@@ -18,6 +17,7 @@ from jnn import distributed as _distributed
 from jnn._data import (
     check_positive_int,
 )
+from jnn.train._internal import program_cache
 
 # --------------------------------------------------------------------------- chunks
 
@@ -49,7 +49,7 @@ def _jaxpr_bytes(jaxpr: Any) -> int:
     return total
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache
 def _run_bytes(smodel, tx, loss_fn, x_spec, y_spec, num_examples, batch_size, history) -> int:
     """Memory one run needs: its states, a shuffled copy of the data, one step's values.
 

@@ -18,7 +18,7 @@ import optax
 
 from jnn.experiments._runs import _seed_keys
 from jnn.train import TrainState
-from jnn.train._internal import EpochSpec, epoch_fn
+from jnn.train._internal import EpochSpec, epoch_fn, program_cache
 
 
 class Program(NamedTuple):
@@ -29,7 +29,7 @@ class Program(NamedTuple):
     train: Callable
 
 
-@functools.lru_cache(maxsize=16)
+@program_cache
 def program(
     smodel, loss_fn, tx, factory, metric_fns, batch_size, shuffle, validate, folded, in_shape
 ) -> Program:

@@ -36,7 +36,7 @@ from jnn.experiments._runs import (
 from jnn.experiments._schedule import PBT, Context, SuccessiveHalving, run_halving, run_pbt
 from jnn.experiments._space import as_spaces, has_space, sample_settings
 from jnn.layers._base import AnyLayer, _check_layer, stateful
-from jnn.train._internal import check_trace, resolve_metrics
+from jnn.train._internal import check_trace, program_cache, resolve_metrics
 
 # --------------------------------------------------------------------------- sweep
 
@@ -236,7 +236,7 @@ def sweep(
     return run_pbt(schedule, ctx)
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache
 def _traced_out_shape(smodel, loss_fn, metric_fns, x_spec, y_spec) -> tuple:
     """``fit``'s eager shape check (trace, never compile), cached per model and shapes."""
     x = jax.ShapeDtypeStruct(*x_spec)
@@ -246,7 +246,7 @@ def _traced_out_shape(smodel, loss_fn, metric_fns, x_spec, y_spec) -> tuple:
     return check_trace("sweep", smodel, params, model_state, loss_fn, metric_fns, x, y, None)
 
 
-@functools.lru_cache(maxsize=16)
+@program_cache
 def _compiled_sweep(
     smodel,
     loss_fn,

@@ -144,36 +144,8 @@ def devices(out: str) -> None:
         report["stream_bad_batch_error"] = None
     except ValueError as err:
         report["stream_bad_batch_error"] = str(err)
-    report["hlo_has_all_reduce"] = "all-reduce" in _epoch_hlo()
     with open(os.path.join(out, "devices.json"), "w") as f:
         json.dump(report, f)
-
-
-def _epoch_hlo() -> str:
-    """The optimized HLO of a data-parallel epoch: the gradient all-reduce is XLA's."""
-    import jax
-
-    import jnn
-    from jnn.train._internal import EpochSpec, epoch_fn
-
-    model, params, x, y = seed_problem()
-    mesh = jnn.distributed.make_mesh()
-    plan = jnn.distributed._plan("test", mesh, None)
-    spec = EpochSpec(
-        jnn.stateful(model),
-        jnn.losses.get("bce"),
-        jnn.get_optimizer("sgd", 0.1),
-        metric_fns=(),
-        batch_size=16,
-        shuffle=True,
-        validate=False,
-        plan=plan,
-    )
-    step = jax.jit(epoch_fn(spec), donate_argnums=(0,))
-    state = jnn.TrainState.create(params, "sgd", learning_rate=0.1, key=jax.random.key(0))
-    state = plan.put_state(state)
-    data = plan.put_data("test", (x, y, np.ones(64, np.float32)))
-    return step.lower(state, *data, None).compile().as_text()
 
 
 def process(pid: int, port: int, out: str) -> None:

@@ -157,18 +157,28 @@ def test_restore_latest_raises_on_template_mismatch(tmp_path):
 
 
 def test_payload_holds_no_code(tmp_path):
-    """A forged payload with a msgpack extension type (how code could hide) is refused."""
+    """A forged payload with a msgpack extension type (how code could hide) is refused,
+    for that reason: once in a bare payload, once hidden in an otherwise valid state."""
     import hashlib
 
     import msgpack
+    from flax import serialization
 
     state, path = _saved(tmp_path)
-    payload = msgpack.packb({"format": "jnn.checkpoint", "x": msgpack.ExtType(42, b"os.system")})
-    header = struct.pack(
-        "<8sIQ32s", b"JNNCKPT\n", 1, len(payload), hashlib.sha256(payload).digest()
-    )
-    path.write_bytes(header + payload)
-    with pytest.raises(ckpt.CheckpointError):
+    valid = path.read_bytes()
+    header = struct.Struct("<8sIQ32s")
+
+    def forge(payload):
+        digest = hashlib.sha256(payload).digest()
+        path.write_bytes(header.pack(b"JNNCKPT\n", 1, len(payload), digest) + payload)
+
+    forge(msgpack.packb({"format": "jnn.checkpoint", "x": msgpack.ExtType(42, b"os.system")}))
+    with pytest.raises(ckpt.CheckpointError, match="malformed payload: it holds a ExtType"):
+        ckpt.restore(path, state)
+    content = serialization.msgpack_restore(valid[header.size :])
+    content["state"]["params"]["dense_0"]["b"] = msgpack.ExtType(42, b"os.system")
+    forge(serialization.msgpack_serialize(content))
+    with pytest.raises(ckpt.CheckpointError, match="malformed payload: it holds a ExtType"):
         ckpt.restore(path, state)
 
 

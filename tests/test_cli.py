@@ -8,6 +8,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from _reference import trained
 
 import jnn
 import jnn.export
@@ -19,9 +20,19 @@ FEATURES = 3
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def trained_model():
+    """A model and TRAINED params: a file holding fresh params would not match predict."""
     model = jnn.serial(jnn.Dense(5, activation="tanh"), jnn.Dense(2))
     _, params = model.init(jax.random.key(0), (-1, FEATURES))
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, FEATURES)).astype(np.float32)
+    y = np.stack([x.sum(1), x[:, 0] * x[:, 1]], axis=1).astype(np.float32)
+    return model, trained(model, params, x, y)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, trained_model):
+    model, params = trained_model
     tmp = tmp_path_factory.mktemp("cli")
     path = str(tmp / "m.jnn")
     jnn.export.save(path, model, params, (-1, FEATURES), labels=["a", "b"], platforms=HERE)
@@ -114,10 +125,9 @@ def test_python_dash_m_jnn(setup):
 
 
 @pytest.fixture(scope="module")
-def onnx_setup(setup, tmp_path_factory):
+def onnx_setup(setup, trained_model, tmp_path_factory):
     _, x, want, _ = setup
-    model = jnn.serial(jnn.Dense(5, activation="tanh"), jnn.Dense(2))
-    _, params = model.init(jax.random.key(0), (-1, FEATURES))
+    model, params = trained_model
     onnx_path = str(tmp_path_factory.mktemp("cli_onnx") / "m.onnx")
     jnn.export.save_onnx(onnx_path, model, params, (-1, FEATURES), labels=["a", "b"])
     return onnx_path, x, want

@@ -157,15 +157,24 @@ def test_table_summary_best_and_plot(res, tmp_path):
     best = res.best_index
     assert res.history["val_loss"][best, -1] == res.history["val_loss"][:, -1].min()
     _close(res.best_params, res.run_params(best))
-    try:
-        import pandas  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="pip install pandas"):
-            res.table.to_pandas()
-    else:
-        assert res.table.to_pandas().shape[0] == 8
+    frame = res.table.to_pandas()  # pandas is in the test extra
+    assert frame.shape == (8, len(res.table.columns))
+    assert frame["learning_rate"].tolist() == [r["learning_rate"] for r in res.table.to_dicts()]
     path = res.plot(str(tmp_path / "sweep.png"))
     assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_to_pandas(monkeypatch):
+    """pandas is in the test extra: the DataFrame is checked, and its absence is simulated."""
+    import pandas as pd
+
+    table = ex.Table([{"run": 0, "learning_rate": 0.1}, {"run": 1, "learning_rate": 0.01}])
+    frame = table.to_pandas()
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == ["run", "learning_rate"]
+    assert frame.to_dict("records") == table.to_dicts()
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now raises ImportError
+    with pytest.raises(ImportError, match="pip install pandas"):
+        table.to_pandas()
 
 
 def test_bad_input_is_refused_eagerly():

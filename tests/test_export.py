@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _reference import trained
 
 import jnn
 import jnn.export
@@ -34,6 +35,9 @@ def seed_model():
 def exported(tmp_path_factory):
     model = seed_model()
     _, params = model.init(jax.random.key(0), (-1, FEATURES))
+    # TRAINED params: a file holding freshly initialised ones would not match predict.
+    x = np.random.default_rng(1).normal(size=(64, FEATURES)).astype(np.float32)
+    params = trained(model, params, x, (x[:, :1] > 0).astype(np.float32))
     path = str(tmp_path_factory.mktemp("export") / "seed.jnn")
     meta = jnn.export.save(
         path, model, params, (-1, FEATURES), labels=["malignant", "benign"], description="seed"

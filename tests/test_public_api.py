@@ -199,19 +199,45 @@ def _test_id(value):
     return value if isinstance(value, str) else type(value).__name__
 
 
-@pytest.mark.parametrize("qualname,obj", public_objects(), ids=_test_id)
-def test_public_callables_are_annotated(qualname, obj):
-    if inspect.isclass(obj):
-        return  # NamedTuple fields and Protocols carry their annotations as class attributes
-    sig = inspect.signature(getattr(obj, "__wrapped__", obj))
+def _unannotated(fn: object) -> list[str]:
+    sig = inspect.signature(fn)  # type: ignore[arg-type]
     empty = inspect.Parameter.empty
-    unannotated = [
+    return [
         p.name
         for p in sig.parameters.values()
         if p.name not in ("self", "cls") and p.annotation is empty
     ]
-    assert unannotated == [], f"{qualname}: parameters without annotations: {unannotated}"
-    assert sig.return_annotation is not empty, f"{qualname}: no return annotation."
+
+
+@pytest.mark.parametrize(
+    "qualname,obj", [o for o in public_objects() if not inspect.isclass(o[1])], ids=_test_id
+)
+def test_public_callables_are_annotated(qualname, obj):
+    fn = getattr(obj, "__wrapped__", obj)
+    assert _unannotated(fn) == [], f"{qualname}: parameters without annotations"
+    assert inspect.signature(fn).return_annotation is not inspect.Parameter.empty, (
+        f"{qualname}: no return annotation."
+    )
+
+
+@pytest.mark.parametrize(
+    "qualname,cls", [o for o in public_objects() if inspect.isclass(o[1])], ids=_test_id
+)
+def test_public_classes_are_annotated(qualname, cls):
+    """A NamedTuple annotates every field; an error is a built-in error type (catchable as
+    one); any other class annotates the constructor or call it defines."""
+    if hasattr(cls, "_fields"):
+        missing = [f for f in cls._fields if f not in cls.__annotations__]
+        assert cls._fields and missing == [], f"{qualname}: fields without annotations {missing}"
+    elif issubclass(cls, Exception):
+        builtin = (ValueError, TypeError, ArithmeticError, OSError, RuntimeError)
+        assert issubclass(cls, builtin), f"{qualname}: derive from a built-in error type."
+    else:
+        own = [vars(cls)[m] for m in ("__init__", "__call__") if m in vars(cls)]
+        own = [fn for fn in own if getattr(fn, "__module__", "").startswith("jnn")]
+        assert own, f"{qualname}: defines neither __init__ nor __call__"
+        for fn in own:
+            assert _unannotated(fn) == [], f"{qualname}.{fn.__name__}: unannotated parameters"
 
 
 @pytest.mark.parametrize("qualname,obj", public_objects(), ids=_test_id)

@@ -5,6 +5,7 @@ import concurrent.futures
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 import uvicorn
+from _reference import trained
 
 import jnn
 import jnn.export
@@ -29,6 +31,9 @@ MAX_BODY = 4096
 def model_file(tmp_path_factory):
     model = jnn.serial(jnn.Dense(8, activation="relu"), jnn.Dense(2))
     _, params = model.init(jax.random.key(0), (-1, FEATURES))
+    # TRAINED params: a file holding freshly initialised ones would not match predict.
+    x = np.random.default_rng(1).normal(size=(64, FEATURES)).astype(np.float32)
+    params = trained(model, params, x, np.stack([x.sum(1), x[:, 0] - x[:, 1]], axis=1))
     path = str(tmp_path_factory.mktemp("serve") / "m.jnn")
     jnn.export.save(path, model, params, (-1, FEATURES), labels=["no", "yes"], platforms="cpu")
     return model, params, path
@@ -77,6 +82,11 @@ def _expected(model_file, x):
     return jnn.predict(model, params, np.asarray(x, np.float32))
 
 
+def _half(model_file):
+    """predict's answer for one example of 0.5s (what the tests below post)."""
+    return _expected(model_file, np.full((1, FEATURES), 0.5))[0]
+
+
 def test_health_metadata_and_docs(server):
     client, _ = server
     assert client.get("/health").json() == {"status": "ok"}
@@ -102,7 +112,8 @@ def test_single_example_and_batch(server):
         batch.json()["predictions"], _expected(model_file, x), rtol=1e-5, atol=1e-6
     )
     big = np.ones((40, FEATURES)).tolist()  # more rows than max_batch_size: runs alone
-    assert len(client.post("/predict", json={"inputs": big}).json()["predictions"]) == 40
+    got = client.post("/predict", json={"inputs": big}).json()["predictions"]
+    np.testing.assert_allclose(got, _expected(model_file, big), rtol=1e-5, atol=1e-6)
 
 
 def test_concurrent_requests_all_answered_correctly(server):
@@ -254,8 +265,8 @@ def _serve_subprocess(path, *flags):
 
 def _stop(proc):
     proc.terminate()
-    proc.wait(timeout=30)
-    assert proc.returncode is not None
+    # uvicorn shuts down cleanly on SIGTERM (0); killed mid-startup it reports the signal.
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM), proc.returncode
 
 
 def test_cli_serve_subprocess(model_file):
@@ -265,7 +276,8 @@ def test_cli_serve_subprocess(model_file):
         host, port = url.removeprefix("http://").split(":")
         socket.create_connection((host, int(port)), timeout=5).close()  # refused before the fix
         r = httpx.post(url + "/predict", json={"inputs": [0.5] * FEATURES}, timeout=30)
-        assert r.status_code == 200 and len(r.json()["predictions"]) == 2
+        assert r.status_code == 200
+        np.testing.assert_allclose(r.json()["predictions"], _half(model_file), rtol=1e-5, atol=1e-6)
     finally:
         _stop(proc)
 
@@ -330,15 +342,16 @@ def test_slow_body_gets_408(guarded_server):
     assert httpx.get(url + "/health", timeout=10).status_code == 200
 
 
-def test_oversized_headers_get_431_not_a_reset(guarded_server):
+def test_oversized_headers_get_431_not_a_reset(guarded_server, model_file):
     url = guarded_server[0]
     r = httpx.get(url + "/health", headers={"x-big": "a" * 200_000}, timeout=10)
     assert r.status_code == 431 and "8192 bytes" in r.json()["detail"]
     ok = httpx.post(url + "/predict", json={"inputs": [0.5] * FEATURES}, timeout=10)
-    assert ok.status_code == 200 and len(ok.json()["predictions"]) == 2
+    assert ok.status_code == 200
+    np.testing.assert_allclose(ok.json()["predictions"], _half(model_file), rtol=1e-5, atol=1e-6)
 
 
-def test_connections_past_the_limit_get_503_then_service_resumes(onnx_file):
+def test_connections_past_the_limit_get_503_then_service_resumes(onnx_file, model_file):
     proc, url = _serve_subprocess(onnx_file, "--max-connections", "3")
     host, port = url.removeprefix("http://").split(":")
     try:
@@ -391,7 +404,9 @@ def test_a_forward_pass_over_the_time_limit_gets_503_and_the_server_stays_up(mod
                 r = client.post("/predict", json={"inputs": [0.5] * FEATURES})
                 if r.status_code == 200:
                     break
-            assert r.status_code == 200 and len(r.json()["predictions"]) == 2
+            assert r.status_code == 200
+            np.testing.assert_allclose(r.json()["predictions"], _half(model_file), rtol=1e-5,
+                                       atol=1e-6)  # fmt: skip
     finally:
         gate.open.set()
         stop()

@@ -231,7 +231,8 @@ def test_prefetch_puts_with_a_sharding_and_stops_early():
 
 
 def test_grain_loaders(array_result):
-    grain = pytest.importorskip("grain")
+    import grain  # in the test extra: never skipped
+
     x, y = _data()
     ref = array_result
     dataset = grain.MapDataset.source(list(zip(x, y, strict=True))).batch(B)
@@ -247,7 +248,8 @@ def test_grain_loaders(array_result):
 
 
 def test_torch_dataloader(array_result):
-    torch = pytest.importorskip("torch")  # the `stream` / `bench` extra: torch==2.13.0 (CPU)
+    import torch  # the test extra pins torch==2.13.0 (CPU): never skipped
+
     x, y = _data()
     ref = array_result
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))

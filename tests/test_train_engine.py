@@ -176,7 +176,10 @@ def test_the_epoch_holds_the_data_once():
     model = jnn.stateful(jnn.Dense(1))
     _, params = jnn.Dense(1).init(jax.random.key(0), (-1, d))
     tx = jnn.get_optimizer("adam")
-    spec = EpochSpec(model, jnn.losses.get("mse"), tx, (), 256, True, False)
+    # Private on purpose (no public API shows a compiled epoch's scratch memory); by
+    # keyword, so a reordered or extended EpochSpec does not silently mis-assign fields.
+    spec = EpochSpec(model=model, loss_fn=jnn.losses.get("mse"), tx=tx, metric_fns=(),
+                     batch_size=256, shuffle=True, validate=False)  # fmt: skip
     state = jnn.TrainState.create(params, tx, key=jax.random.key(0))
     x = jax.ShapeDtypeStruct((n, d), jnp.float32)
     y, w = jax.ShapeDtypeStruct((n, 1), jnp.float32), jax.ShapeDtypeStruct((n,), jnp.float32)

@@ -262,8 +262,13 @@ def test_on_nan_skip_batch_skips_only_bad_steps():
     with pytest.warns(UserWarning, match="skipped 1 step"):
         res = _nan_fit("skip_batch", x, y_bad)
     assert int(res.state.step) == 3 * 8 - 3
-    assert all(np.isfinite(v) for v in res.history["loss"])
-    assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(res.params))
+    # The same as training without the bad batch (SGD keeps no state across steps), and
+    # the epoch's loss is over the examples of the steps that ran.
+    keep = np.r_[0:32, 40:64]
+    want = _nan_fit("raise", x[keep], y_bad[keep])
+    for u, v in zip(jax.tree.leaves(res.params), jax.tree.leaves(want.params), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(res.history["loss"], want.history["loss"], rtol=1e-6)
 
 
 def test_guard_does_not_change_a_healthy_run():

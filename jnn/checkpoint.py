@@ -23,7 +23,16 @@ Restoring takes a *template* (e.g. a fresh ``TrainState``): a structure, shape
 or dtype mismatch raises an error naming the tree path, e.g.
 ``params['dense_1']['w']: expected (10, 10) float32, got (10, 5) float32``.
 Typed PRNG keys are stored as their raw data (``jax.random.key_data``) and
-rebuilt with ``jax.random.wrap_key_data``.
+rebuilt with ``jax.random.wrap_key_data``. Restored leaves are laid out like the
+template's: a template on a mesh (replicated or FSDP, any device count) gets
+the checkpoint's values in its own sharding.
+
+Several processes (after :func:`jnn.distributed.initialize`): no process holds
+the whole state, so :func:`save` writes a directory ``epoch_<NNNNNN>.shards``
+(on a filesystem every process sees) with one file of shards per process and a
+``COMMIT`` record written last by process 0, once every process's file is
+down; a directory without it (a process killed mid-save) is not a checkpoint.
+Every process calls :func:`save` with the same arguments.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from jnn import _checkpoint_shards as _shards
 from jnn import _container
 from jnn._data import as_array, check_int, check_positive_int
 
@@ -57,6 +67,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^epoch_(\d{6,})\.ckpt$")
+_SHARDED_NAME = re.compile(r"^epoch_(\d{6,})\.shards$")  # several processes: a directory
 _TMP_PREFIX = ".tmp-epoch_"
 
 
@@ -264,10 +275,19 @@ def save(
                 f"checkpoint.save: {name} is a {type(leaf).__name__}; a checkpoint holds only "
                 "arrays and numbers."
             )
-        if not _is_typed_key(leaf):
+        if not _is_typed_key(leaf) and not isinstance(leaf, jax.Array):
             as_array("checkpoint.save", name, leaf, complex_ok=True)  # strings, objects: refused
-    data = _encode(state, epoch, history or {})
     directory = check_directory(directory, where="checkpoint.save")
+    if _shards.needed(state):  # several processes: each writes its shards, then a commit
+        meta = {
+            "epoch": int(epoch),
+            "history": {str(k): [float(v) for v in vs] for k, vs in (history or {}).items()},
+            "typed_keys": _typed_key_impls(state),
+        }
+        prune = (lambda: _prune(directory, keep)) if keep is not None else (lambda: None)
+        path = directory / f"epoch_{epoch:06d}{_shards.SUFFIX}"
+        return _shards.save(path, _unwrap_keys(state), meta, _FRAME, prune)
+    data = _encode(state, epoch, history or {})
     path = directory / f"epoch_{epoch:06d}.ckpt"
     _container.write(path, data, tmp_prefix=_TMP_PREFIX)
     for stale in directory.glob(_TMP_PREFIX + "*"):
@@ -292,7 +312,10 @@ def _prune(directory: Path, keep: int) -> None:
             continue
         good += 1
         if good > keep:
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                _shards.remove(path)
+            else:
+                path.unlink(missing_ok=True)
 
 
 # (path, inode, size, mtime) of files known to verify: saves do not re-hash the checkpoints
@@ -306,7 +329,10 @@ def _verified(path: Path) -> None:
     key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if key in _GOOD:
         return
-    _container.read(_FRAME, path, str(path))
+    if path.is_dir() and path.name.endswith(_shards.SUFFIX):
+        _shards.verify(path, _FRAME)
+    else:
+        _container.read(_FRAME, path, str(path))
     if len(_GOOD) > 1024:
         _GOOD.clear()
     _GOOD.add(key)
@@ -335,8 +361,12 @@ def all_checkpoints(directory: str | os.PathLike) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
+    found = [
+        (int(m.group(1)), p.is_dir(), p)
+        for p in directory.iterdir()
+        if (m := _NAME.match(p.name) or _SHARDED_NAME.match(p.name))
+    ]
+    return [p for *_, p in sorted(found)]
 
 
 def latest(directory: str | os.PathLike) -> Path | None:
@@ -430,6 +460,8 @@ def restore(path: str | os.PathLike, template: Any) -> Checkpoint:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"checkpoint.restore: path must be a path, got {type(path).__name__}.")
     path = Path(path)
+    if path.is_dir() and path.name.endswith(_shards.SUFFIX):
+        return _restore_shards(path, template)
     content = _read(path)
     raw = _unwrap_keys(template)
     wanted = serialization.to_state_dict(raw)  # field order kept: params come first
@@ -444,17 +476,46 @@ def restore(path: str | os.PathLike, template: Any) -> Checkpoint:
         shown = "; ".join(errors[:5]) + more
         raise CheckpointMismatchError(f"{path}: does not match the template: {shown}")
     state = serialization.from_state_dict(raw, content["state"])
-    state = jax.tree.map(
+    state = jax.tree.map(_placed, raw, state)  # with the template's layout (mesh, devices)
+    state = _rewrap_keys(template, state)
+    history = {k: list(v) for k, v in content.get("history", {}).items()}
+    return Checkpoint(state, int(content["epoch"]), history, path)
+
+
+def _placed(template_leaf: Any, value: Any) -> Any:
+    host = np.asarray(value)
+    return _shards.place(template_leaf, host.shape, host.dtype, lambda idx: host[idx])
+
+
+def _rewrap_keys(template: Any, state: Any) -> Any:
+    return jax.tree.map(
         lambda t, v: (
-            jax.random.wrap_key_data(jnp.asarray(v), impl=jax.random.key_impl(t))
-            if _is_typed_key(t)
-            else jnp.asarray(v)
+            jax.random.wrap_key_data(v, impl=jax.random.key_impl(t)) if _is_typed_key(t) else v
         ),
         template,
         state,
     )
-    history = {k: list(v) for k, v in content.get("history", {}).items()}
-    return Checkpoint(state, int(content["epoch"]), history, path)
+
+
+def _restore_shards(path: Path, template: Any) -> Checkpoint:
+    """:func:`restore` for a checkpoint written by several processes (a directory)."""
+    commit = _shards.verify(path, _FRAME)
+    raw = _unwrap_keys(template)
+    errors = _shards.compare(raw, commit)
+    want_keys, got_keys = _typed_key_impls(template), commit.get("typed_keys", {})
+    for k, impl in want_keys.items():
+        if got_keys.get(k, impl) != impl:
+            errors.append(f"{k}: expected a {impl} PRNG key, got a {got_keys[k]} key")
+    if errors:
+        more = f"; ... ({len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise CheckpointMismatchError(
+            f"{path}: does not match the template (written by {commit.get('processes')} "
+            f"process(es)): {'; '.join(errors[:5])}{more}"
+        )
+    _, blocks = _shards.read(path, _FRAME)
+    state = _rewrap_keys(template, _shards.build(path, raw, blocks, CheckpointError))
+    history = {k: list(v) for k, v in commit.get("history", {}).items()}
+    return Checkpoint(state, int(commit["epoch"]), history, path)
 
 
 def restore_latest(directory: str | os.PathLike, template: Any) -> Checkpoint | None:

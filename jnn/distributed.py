@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -39,6 +40,7 @@ from jnn._typing import Params
 
 __all__ = [
     "DATA_AXIS",
+    "TIMEOUT",
     "data_sharding",
     "gather",
     "initialize",
@@ -51,6 +53,9 @@ __all__ = [
 
 #: The mesh axis that batches are split along, unless another is named.
 DATA_AXIS = "data"
+#: Seconds a process waits for the others at jnn's host-side checks (stream lengths,
+#: checkpoint commits) before raising instead of hanging.
+TIMEOUT = 300.0
 _PARAM_SHARDINGS = ("replicated", "fsdp")
 
 
@@ -319,6 +324,66 @@ def gather(tree: Any) -> Any:
     return jax.tree.map(one, tree)
 
 
+# --------------------------------------------------------------------------- host-side checks
+
+_EXCHANGES = itertools.count()  # every process makes the same exchanges in the same order
+
+
+def _exchange(
+    where: str, value: str, *, timeout: float | None = None, key: str | None = None
+) -> list[str]:
+    """Every process's ``value``, in process order (private to jnn).
+
+    Goes through the coordination service's key-value store, not a device
+    collective, so a process that never arrives (it crashed, or its stream ended
+    early and it left the loop) is a ``TimeoutError`` after ``timeout`` seconds
+    (default :data:`TIMEOUT`), never a hang. Every process must make the same
+    exchanges in the same order; ``key`` (from :func:`_scope`, e.g. ``"7/3"``:
+    group 3 of feed 7) names one made off the main thread, where the order of
+    calls is not the program's. A single process gets ``[value]`` back at no cost.
+    """
+    if jax.process_count() == 1:
+        return [value]
+    from jax._src import distributed as _jax_distributed  # the coordination service client
+
+    client = _jax_distributed.global_state.client
+    if client is None:
+        raise RuntimeError(f"{where}: several processes but no jax.distributed client.")
+    pid = jax.process_index()
+    if key is None:
+        n = next(_EXCHANGES)
+        key, previous = str(n), (str(n - 1) if n else None)
+    else:
+        scope, _, index = key.rpartition("/")
+        previous = f"{scope}/{int(index) - 1}" if int(index) else None
+    client.key_value_set(f"jnn/exchange/{key}/{pid}", value)
+    wait_ms = int(1000 * (TIMEOUT if timeout is None else timeout))
+    out = []
+    for i in range(jax.process_count()):
+        try:
+            out.append(client.blocking_key_value_get(f"jnn/exchange/{key}/{i}", wait_ms))
+        except Exception as err:  # jax raises its runtime error type on DEADLINE_EXCEEDED
+            raise TimeoutError(
+                f"{where}: process {i} did not reach the same point within {wait_ms / 1000:g} s "
+                f"(this is process {pid}); it stopped, crashed or runs a different program. "
+                "Every process must make the same calls with the same arguments."
+            ) from err
+    if previous is not None:  # every process has read the previous one (it set this one)
+        client.key_value_delete(f"jnn/exchange/{previous}/{pid}")
+    return out
+
+
+def _scope() -> str:
+    """A name for a series of exchanges, the same in every process (call it in the main
+    thread, in program order)."""
+    return f"s{next(_EXCHANGES)}" if jax.process_count() > 1 else "s"
+
+
+def _barrier(where: str, name: str, *, timeout: float | None = None) -> None:
+    """Wait until every process arrives (a ``TimeoutError`` after ``timeout`` seconds)."""
+    _exchange(f"{where} ({name})", name, timeout=timeout)
+
+
 # --------------------------------------------------------------------------- used by fit
 
 
@@ -336,6 +401,11 @@ class _Plan(NamedTuple):
     def size(self) -> int:
         """Devices along the data axis."""
         return self.mesh.shape[self.axis]
+
+    @property
+    def batch_sharding(self) -> NamedSharding:
+        """One batch ``(B, ...)``: rows split along the data axis."""
+        return data_sharding(self.mesh, self.axis)
 
     def state_shardings(self, tree: Any) -> Any:
         return param_shardings(tree, self.mesh, axis=self.axis, fsdp=self.fsdp)
@@ -393,6 +463,26 @@ class _Plan(NamedTuple):
             return np.asarray(local)
 
         return jax.tree.map(one, out)
+
+    def check_stream(self, where: str, batch_size: int, signature: str) -> None:
+        """A stream's batches on this mesh: every process the same shapes, and a global
+        batch (this process's rows times the process count) the data axis divides."""
+        seen = _exchange(where, signature)
+        if len(set(seen)) > 1:
+            raise ValueError(
+                f"{where}: the processes' streams differ in their first batch (rows and "
+                f"per-example shapes/dtypes, in process order): {seen}. Every process must "
+                "yield batches of the same size and shapes."
+            )
+        procs, local = jax.process_count(), len(self.mesh.local_devices)
+        if (batch_size * procs) % self.size or batch_size % local:
+            hint = math.lcm(self.size // math.gcd(self.size, procs), local)
+            raise ValueError(
+                f"{where}: a stream's batch of {batch_size} rows per process ({batch_size * procs}"
+                f" in all) does not split evenly over the {self.size} devices of mesh axis "
+                f"{self.axis!r} ({local} in this process); yield batches of a multiple of {hint} "
+                "rows per process."
+            )
 
     def batch_size(self, where: str, batch_size: int, rows: int) -> int:
         """A global batch size the data axis divides (a batch larger than the data is cut

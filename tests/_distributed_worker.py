@@ -3,6 +3,10 @@
 ``python _distributed_worker.py devices OUT``: 4 forced CPU devices, one process.
 ``python _distributed_worker.py process PID PORT OUT``: one of two processes
 joined by ``jax.distributed`` on 127.0.0.1. Both write JSON / msgpack to OUT.
+``python _distributed_worker.py crash|resume PID PORT OUT``: two processes of 2
+forced devices each train with multi-host checkpoints; in ``crash`` process 1
+SIGKILLs itself in the middle of saving epoch 2; ``resume`` (1 device each)
+resumes from what is left.
 """
 
 from __future__ import annotations
@@ -12,6 +16,28 @@ import os
 import sys
 
 import numpy as np
+
+STREAM_FIT = {"loss": "bce", "learning_rate": 1e-2, "epochs": 2, "steps_per_call": 2, "verbose": 0}
+CKPT_FIT = {"loss": "bce", "learning_rate": 1e-2, "epochs": 3, "batch_size": 16, "verbose": 0}
+
+
+def local_batches(x, y, pid: int, take: int = 4):
+    """Process ``pid``'s stream: its 32 rows of the 64 in batches of 8, 8, 8, 6 (ragged)."""
+    rows = [(8 * i, min(8 * i + 8, 30)) for i in range(take)]
+    return lambda: (
+        (x[32 * pid + a : 32 * pid + b], y[32 * pid + a : 32 * pid + b]) for a, b in rows
+    )
+
+
+def global_batches(x, y):
+    """The same batches as one process sees them: batch i = process 0's, then process 1's."""
+
+    def gen():
+        for a, b in zip(local_batches(x, y, 0)(), local_batches(x, y, 1)(), strict=True):
+            yield np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]])
+
+    return gen
+
 
 SEED_NET_FIT = {
     "loss": "bce",
@@ -100,6 +126,24 @@ def devices(out: str) -> None:
         report["bad_batch_error"] = None
     except ValueError as err:
         report["bad_batch_error"] = str(err)
+    # A stream on the 4 devices (FSDP) vs the same stream on one device.
+    batches = lambda: ((x[i : i + 20], y[i : i + 20]) for i in range(0, 100, 20))  # noqa: E731
+    skw = {k: v for k, v in kw.items() if k not in ("batch_size", "validation_data")}
+    sref = jnn.fit(model, params, batches, steps_per_call=2, **skw)
+    sres = jnn.fit(
+        model, params, batches, steps_per_call=2, mesh=mesh, param_sharding="fsdp", **skw
+    )
+    report["stream"] = {
+        "ref": _tolist(sref.params),
+        "fsdp": _tolist(jnn.distributed.gather(sres.params)),
+        "spec": list(sres.params["dense_0"]["w"].sharding.spec),
+    }
+    try:
+        odd = lambda: ((x[i : i + 10], y[i : i + 10]) for i in range(0, 100, 10))  # noqa: E731
+        jnn.fit(model, params, odd, mesh=mesh, **skw)
+        report["stream_bad_batch_error"] = None
+    except ValueError as err:
+        report["stream_bad_batch_error"] = str(err)
     with open(os.path.join(out, "devices.json"), "w") as f:
         json.dump(report, f)
 
@@ -142,21 +186,110 @@ def process(pid: int, port: int, out: str) -> None:
     if pid == 0:  # the multi-process checkpoint, for a single process to restore
         with open(os.path.join(out, "multi.msgpack"), "wb") as f:
             f.write(flax.serialization.to_bytes(full))
+    # Streams on the mesh: each process streams its own rows of every global batch.
+    stream = local_batches(x, y, pid)
+    sres = jnn.fit(model, params, stream, key=jax.random.key(3), mesh="auto", **STREAM_FIT)
+    sev = jnn.evaluate(model, sres.params, stream, loss="bce", mesh="auto")
+    spred = jnn.predict(model, sres.params, (b[0] for b in stream()), mesh="auto")
+    try:  # process 1's stream ends a batch early: an error in both processes, no hang
+        jnn.fit(model, params, local_batches(x, y, pid, take=4 - pid), key=jax.random.key(3),
+                mesh="auto", **STREAM_FIT)  # fmt: skip
+        short = None
+    except ValueError as err:
+        short = str(err)
+    # A sweep: the run axis over both processes' devices, results in both.
+    sw = jnn.experiments.sweep(model, (x, y), loss="bce", seeds=[0, 1, 2], epochs=1, batch_size=16)
     report = {
         "history": res.history,
         "evaluate": ev,
         "predict": pred.tolist(),
         "more": _tolist(more_full),
         "more_specs": specs,
-    }
+        "stream": {"params": _tolist(jnn.distributed.gather(sres.params)),
+                   "history": sres.history, "evaluate": sev, "predict": spred.tolist()},
+        "short_stream_error": short,
+        "sweep": _tolist(sw.params),
+    }  # fmt: skip
     with open(os.path.join(out, f"process{pid}.json"), "w") as f:
         json.dump(report, f)
     jax.distributed.shutdown()
+
+
+def checkpoints(mode: str, pid: int, port: int, out: str) -> None:
+    """Multi-host checkpoints: ``crash`` (4 devices, FSDP) dies mid-save; ``resume``
+    (2 devices, replicated) carries on from the last committed epoch."""
+    import signal
+
+    import jax
+
+    import jnn
+
+    jnn.distributed.initialize(
+        f"127.0.0.1:{port}",
+        num_processes=2,
+        process_id=pid,
+        initialization_timeout=30,
+        coordinator_bind_address=f"127.0.0.1:{port}",
+    )
+    model, params, x, y = seed_problem()
+    mine = jnn.distributed.process_shard(x), jnn.distributed.process_shard(y)
+    ckpt = os.path.join(out, "ckpt")
+    report: dict = {"devices": len(jax.devices())}
+    if mode == "crash":
+        jnn.distributed.TIMEOUT = 5.0  # process 0 gives up on the dead process 1 quickly
+        exchange, saves = jnn.distributed._exchange, []
+
+        def dies_mid_save(where, value, **kw):
+            if where == "checkpoint.save":
+                saves.append(value)
+                if pid == 1 and len(saves) == 2:  # its file of epoch 2 is down, no commit yet
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return exchange(where, value, **kw)
+
+        jnn.distributed._exchange = dies_mid_save
+        try:
+            jnn.fit(model, params, mine, key=jax.random.key(1), mesh="auto",
+                    param_sharding="fsdp", checkpoint_dir=ckpt, checkpoint_keep=None,
+                    **CKPT_FIT)  # fmt: skip
+        except TimeoutError as err:
+            report["error"] = str(err)
+    else:
+        import warnings
+
+        # Epoch 1 (written on 4 devices, FSDP) onto these 2 devices, FSDP.
+        mesh = jnn.distributed.make_mesh()
+        template = jnn.TrainState.create(params, "adam", learning_rate=1e-2, key=jax.random.key(1))
+        template = jnn.distributed._plan("t", mesh, "fsdp").put_state(template)
+        first = jnn.checkpoint.restore(os.path.join(ckpt, "epoch_000001.shards"), template)
+        report["epoch1_specs"] = jax.tree.map(lambda a: list(a.sharding.spec), first.state.params)
+        report["epoch1"] = _tolist(jnn.distributed.gather(first.state.params))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = jnn.fit(model, params, mine, key=jax.random.key(1), mesh="auto",
+                          checkpoint_dir=ckpt, resume=True, checkpoint_keep=2,
+                          **CKPT_FIT)  # fmt: skip
+        report["warnings"] = [str(w.message) for w in caught]
+        report["params"] = _tolist(jnn.distributed.gather(res.params))
+        report["specs"] = jax.tree.map(lambda a: list(a.sharding.spec), res.params)
+        report["history"] = res.history
+        wrong = {**params, "dense_0": {**params["dense_0"], "w": np.zeros((10, 5), np.float32)}}
+        try:
+            jnn.checkpoint.restore_latest(ckpt, template._replace(params=wrong))
+        except jnn.checkpoint.CheckpointMismatchError as err:
+            report["mismatch"] = str(err)
+    with open(os.path.join(out, f"{mode}{pid}.json"), "w") as f:
+        json.dump(report, f)
+    if mode == "resume":
+        jax.distributed.shutdown()
+    else:
+        os._exit(0)  # the peer is dead: skip the shutdown barrier
 
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if sys.argv[1] == "devices":
         devices(sys.argv[2])
-    else:
+    elif sys.argv[1] == "process":
         process(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    else:
+        checkpoints(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

@@ -48,8 +48,8 @@ PUBLIC: dict[str, list[str]] = {
     ],
     "jnn.cli": ["main"],
     "jnn.distributed": [
-        "DATA_AXIS", "data_sharding", "gather", "initialize", "make_mesh", "param_shardings",
-        "process_shard", "replicated", "shard_params",
+        "DATA_AXIS", "TIMEOUT", "data_sharding", "gather", "initialize", "make_mesh",
+        "param_shardings", "process_shard", "replicated", "shard_params",
     ],
     "jnn.experiments": [
         "Bootstrap", "KFold", "Run", "SweepResult", "Table", "bootstrap_weights",

@@ -325,14 +325,16 @@ def test_fast_and_checked_batch_paths_agree():
     _close(res.params, want.params, 1e-6)
 
 
-def test_streams_with_a_mesh_are_refused_before_training():
+def test_streams_on_a_one_device_mesh_match_no_mesh():
+    # More devices and processes: tests/test_distributed.py (subprocesses).
     x, y = _data()
-    msg = "cannot be combined with mesh="
-    with pytest.raises(ValueError, match=msg):
-        jnn.fit(_model(), _params(), _batches(x, y), epochs=1, mesh="auto", **FIT)
-    with pytest.raises(ValueError, match="validation_data: a stream .*" + msg):
-        jnn.fit(_model(), _params(), (x, y), validation_data=_batches(x, y), mesh="auto", **FIT)
-    with pytest.raises(ValueError, match=msg):
-        jnn.evaluate(_model(), _params(), _batches(x, y), loss="bce", mesh="auto")
-    with pytest.raises(ValueError, match=msg):
-        jnn.predict(_model(), _params(), iter([x[:B], x[B:]]), mesh="auto")
+    kw = dict(epochs=2, steps_per_call=2, **FIT)
+    ref = jnn.fit(_model(), _params(), _batches(x, y), validation_data=_batches(x, y), **kw)
+    res = jnn.fit(_model(), _params(), _batches(x, y), validation_data=_batches(x, y),
+                  mesh="auto", param_sharding="fsdp", **kw)  # fmt: skip
+    _close(res.params, ref.params, 1e-6)
+    assert res.history == pytest.approx(ref.history)
+    ev = jnn.evaluate(_model(), ref.params, _batches(x, y), loss="bce", mesh="auto")
+    assert ev == pytest.approx(jnn.evaluate(_model(), ref.params, (x, y), loss="bce"))
+    pred = jnn.predict(_model(), ref.params, (x[i : i + B] for i in range(0, N, B)), mesh="auto")
+    np.testing.assert_allclose(pred, jnn.predict(_model(), ref.params, x), atol=1e-6)

@@ -15,7 +15,10 @@ epoch function :func:`jnn.fit` compiles (shuffle, padded and masked batches,
 Run ``i`` therefore equals ``jnn.fit(model, data=data, **result.fit_args(i), ...)``
 done alone, to float tolerance. Runs go in chunks (``chunk_size``, by default
 sized from the memory one run needs) compiled once, and the run axis is sharded
-across devices when there are several.
+across devices when there are several: every device of every process in a
+multi-process job (:func:`jnn.distributed.initialize`; every process calls
+:func:`sweep` with the same arguments), and every process gets every run's
+results (schedules: tested on one process).
 
 Searches: ``hparams`` may be a space (:class:`LogUniform`, :class:`Uniform`,
 :class:`IntUniform`, :class:`Choice`) sampled ``num_samples`` times (Sobol or

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jnn import distributed as _distributed
 from jnn._data import (
     check_positive_int,
 )
@@ -23,7 +25,7 @@ from jnn.train._internal import program_cache
 
 def _available_bytes() -> int:
     """Memory a sweep may use: a quarter of what the first device has free."""
-    stats = jax.devices()[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
         return (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) // 4
     try:
@@ -84,7 +86,7 @@ def _chunk_size(chunk_size: int | None, num_runs: int, num_devices: int, run_byt
 
 
 def _sharding() -> NamedSharding | None:
-    """The run axis split across the devices, or None on one device."""
+    """The run axis split across the devices (of every process), or None on one device."""
     devices = jax.devices()
     if len(devices) == 1:
         return None
@@ -98,6 +100,9 @@ def _map_chunks(train, per_run, shared, num_runs, chunk_size, verbose, label="sw
     repeats its final run to keep one shape (one compilation).
     """
     sharding = _sharding()
+    if sharding is not None and jax.process_count() > 1:  # the data: one global, replicated copy
+        everywhere = NamedSharding(sharding.mesh, PartitionSpec())
+        shared = jax.tree.map(functools.partial(_distributed._put, sharding=everywhere), shared)
     num_chunks = -(-num_runs // chunk_size)
     outputs = []
     for c in range(num_chunks):
@@ -105,11 +110,12 @@ def _map_chunks(train, per_run, shared, num_runs, chunk_size, verbose, label="sw
         idx = np.minimum(np.arange(c * chunk_size, (c + 1) * chunk_size), num_runs - 1)
         args = jax.tree.map(lambda a, idx=idx: a[idx], per_run)
         if sharding is not None:
-            args = jax.device_put(args, sharding)
+            args = jax.tree.map(functools.partial(_distributed._put, sharding=sharding), args)
         state, logs = train(*args, shared)
         state = state._replace(key=jax.random.key_data(state.key))
         valid = min(chunk_size, num_runs - c * chunk_size)
-        outputs.append(jax.tree.map(lambda a, v=valid: np.asarray(a)[:v], (state, logs)))
+        results = _distributed.gather((state, logs))  # every run, in every process
+        outputs.append(jax.tree.map(lambda a, v=valid: a[:v], results))
         if verbose:
             print(
                 f"{label}: chunk {c + 1}/{num_chunks}: runs {c * chunk_size}-"
@@ -122,6 +128,8 @@ def _map_chunks(train, per_run, shared, num_runs, chunk_size, verbose, label="sw
 def _run_chunks(train, runs, per_run, shared, keys, chunk_size, verbose, run_bytes, cls, extra):
     num_runs = len(runs)
     chunk_size = _chunk_size(chunk_size, num_runs, len(jax.devices()), run_bytes)
+    # Processes size chunks from their own memory: they must agree (one shape, same calls).
+    chunk_size = min(map(int, _distributed._exchange("sweep", str(chunk_size))))
     args = (per_run["init_seed"], per_run["shuffle_seed"], per_run["fold"], per_run["hparams"])
     state, logs = _map_chunks(train, args, shared, num_runs, chunk_size, verbose)
     return _assemble(cls, state, {k: logs[k] for k in keys}, runs, extra)

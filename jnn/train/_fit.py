@@ -35,7 +35,7 @@ from jnn.train._optim import build_tx, check_extras, eval_params_fn, trainable_l
 from jnn.train._precision import Policy, apply_policy, cast_floating, get_policy
 from jnn.train._state import TrainState, fresh_state, get_optimizer
 from jnn.train._step import NanGuard, is_deleted
-from jnn.train._stream import StreamEpoch, Validated, default_put, evaluate_stream, stream_source
+from jnn.train._stream import StreamEpoch, Validated, evaluate_stream, stream_source
 
 
 def fit(
@@ -133,7 +133,9 @@ def fit(
       opt_state: an optimizer state to continue from (default: fresh).
       verbose: 0 silent, 1 a progress bar over epochs, 2 one line per epoch.
       checkpoint_dir: save the full training state (params, optimizer and model
-        state, step, PRNG key, history) there with :mod:`jnn.checkpoint`, atomically.
+        state, step, PRNG key, history) there with :mod:`jnn.checkpoint`, atomically
+        (in a multi-process run: per-process shards and a commit record, on a
+        directory every process sees).
       checkpoint_every: save every this many epochs (and always after the last
         epoch, on early stopping, on Ctrl-C and on ``on_nan="stop"``).
       checkpoint_keep: how many checkpoints to keep (None: all).
@@ -165,7 +167,9 @@ def fit(
         ``"auto"`` (every device): batches are split along its ``"data"`` axis
         (or its only axis), so ``batch_size`` is the global batch and must be a
         multiple of that axis's size. In a multi-process run ``data`` is this
-        process's own shard (see :mod:`jnn.distributed`).
+        process's own shard (see :mod:`jnn.distributed`); a stream yields this
+        process's rows of every global batch (every process the same number of
+        batches, of the same size).
       param_sharding: with a mesh, ``"replicated"`` (default) or ``"fsdp"``:
         params and optimizer state split along the data axis (each leaf along
         its largest divisible dimension), for models too big to replicate.
@@ -253,11 +257,11 @@ def fit(
             )
         w = w * class_weights(where, class_weight, y)
     epochs = check_positive_int(where, "epochs", epochs)
-    n = x.shape[0] if plan is None else plan.global_rows(where, x.shape[0])
+    n = x.shape[0] if plan is None or source is not None else plan.global_rows(where, x.shape[0])
     batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
     if source is not None:  # a stream's batches set the compiled batch size
         batch_size = source.spec.batch_size
-    if plan is not None:
+    elif plan is not None:
         batch_size = plan.batch_size(where, batch_size, n)
     if steps_per_call is not None:
         steps_per_call = check_positive_int(where, "steps_per_call", steps_per_call)
@@ -422,8 +426,7 @@ def _epoch_runner(
     else:
         runner = StreamEpoch(
             where=where, source=source, model=model, loss_fn=loss_fn, tx=tx,
-            metric_fns=metric_fns, k=steps_per_call or 1, put=default_put(), on_nan=on_nan,
-            log_every=log_every,
+            metric_fns=metric_fns, k=steps_per_call or 1, on_nan=on_nan, log_every=log_every,
         )  # fmt: skip
     if val_source is not None:
         k = steps_per_call or 1
@@ -431,7 +434,7 @@ def _epoch_runner(
         def validate(params, model_state):
             return evaluate_stream(
                 where, val_source, model=model, loss_fn=loss_fn, metric_fns=metric_fns,
-                params=params, model_state=model_state, k=k, put=default_put(),
+                params=params, model_state=model_state, k=k,
             )  # fmt: skip
 
         return Validated(runner, validate, params_of)

@@ -21,7 +21,7 @@ from jnn.train._checks import check_model_state, check_trace, traced
 from jnn.train._epoch import compiled_eval
 from jnn.train._logs import host_logs, resolve_metrics
 from jnn.train._precision import Policy, apply_policy, get_policy
-from jnn.train._stream import default_put, evaluate_stream, predict_stream, stream_source
+from jnn.train._stream import evaluate_stream, predict_stream, stream_source
 
 
 @program_cache
@@ -99,7 +99,7 @@ def evaluate(
     plan = _distributed._plan(where, mesh, param_sharding)
     source = stream_source(where, data, steps, sample_weight=sample_weight, plan=plan)
     x, y, w = check_xy(where, data, weights=sample_weight) if source is None else source.first
-    n = x.shape[0] if plan is None else plan.global_rows(where, x.shape[0])
+    n = x.shape[0] if plan is None or source is not None else plan.global_rows(where, x.shape[0])
     batch_size = min(check_positive_int(where, "batch_size", batch_size), n)
     loss_fn = None if loss is None else _losses.get(loss)
     metric_fns = resolve_metrics(metrics, loss_fn)
@@ -119,9 +119,11 @@ def evaluate(
         check_labels(where, loss_name, y, out_shape)
     if source is not None:
         k = check_positive_int(where, "steps_per_call", steps_per_call)
+        if plan is not None:
+            params, model_state = plan.put_state((params, model_state))
         logs = evaluate_stream(
             where, source, model=smodel, loss_fn=loss_fn, metric_fns=metric_fns, params=params,
-            model_state=model_state, k=k, put=default_put(),
+            model_state=model_state, k=k,
         )  # fmt: skip
         return host_logs(logs)
     if plan is None:
@@ -193,9 +195,11 @@ def predict(
             _compiled_forward(smodel), params, model_state,
             jax.ShapeDtypeStruct(source.first[0].shape, source.first[0].dtype),
         )  # fmt: skip
+        if plan is not None:
+            params, model_state = plan.put_state((params, model_state))
         return predict_stream(
             where, source, forward=_compiled_forward(smodel), params=params,
-            model_state=model_state, put=default_put(),
+            model_state=model_state,
         )  # fmt: skip
     x = as_host_array(where, "x", x)
     n = x.shape[0]

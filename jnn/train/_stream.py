@@ -14,6 +14,10 @@ a callable returning a fresh iterator per epoch. The machinery:
 - :class:`StreamEpoch` runs an epoch as ``ceil(batches / k)`` calls of
   :func:`jnn.train._epoch.train_scan`, the array path's scan body, so the math is
   the same; a short last group masks its missing steps.
+
+With a mesh (``Source.on_mesh``) each process streams its own rows of every
+global batch; groups are placed with :func:`sharded_put` and, across processes,
+checked group by group to hold as many batches everywhere (:func:`_agreed`).
 """
 
 from __future__ import annotations
@@ -99,6 +103,29 @@ class Source:
             arrays[0].shape[0], tuple(a.shape[1:] for a in arrays), tuple(a.dtype for a in arrays)
         )
         self.epochs_started = 0
+        self.plan: Any = None  # a mesh plan (jnn.distributed._Plan) when fed to a mesh
+        self.put = default_put()
+
+    def on_mesh(self, plan: Any) -> None:
+        """Feed a mesh: each process streams its own rows of every global batch (process
+        order), placed with ``jax.make_array_from_process_local_data``; shapes and
+        divisibility are checked across processes here, before anything is compiled."""
+        kinds = [f"{s} {np.dtype(d).kind}" for s, d in zip(*self.spec[1:], strict=True)]
+        signature = f"{self.spec.batch_size} rows, " + ", ".join(kinds)
+        plan.check_stream(self.where, self.spec.batch_size, signature)
+        self.plan, self.put = plan, sharded_put(plan.batch_sharding)
+
+    def feed(self, where: str, k: int) -> Prefetch:
+        """The next epoch as groups of ``k`` stacked batches, put on the device ahead."""
+        from jnn.distributed import _scope
+
+        scope = _scope() if self.plan is not None else None  # here: in program order
+        items = groups(where, self.epoch(), self.spec, k, self.arity)
+        return Prefetch(_agreed(where, items, scope, k), self.put)
+
+    def fetch(self, out: Any) -> Any:
+        """Outputs of a batch -> this process's rows as numpy."""
+        return jax.tree.map(np.asarray, out) if self.plan is None else self.plan.to_local(out)
 
     def check_first(self, item: Any) -> tuple[np.ndarray, ...]:
         where = f"{self.where}: batch 0 of the stream"
@@ -148,11 +175,6 @@ def stream_source(
         if steps is not None:
             raise ValueError(f"{where}: {steps_name} is only for a stream of batches.")
         return None
-    if plan is not None:
-        raise ValueError(
-            f"{where}: a stream of batches cannot be combined with mesh= yet; pass arrays "
-            "(each process its own shard) or drop mesh=."
-        )
     if sample_weight is not None:
         raise ValueError(
             f"{where}: sample_weight is for array data; a stream carries per-example weights "
@@ -160,7 +182,37 @@ def stream_source(
         )
     if steps is not None:
         steps = check_positive_int(where, steps_name, steps)
-    return Source(where, data, steps=steps, arity=arity)
+    source = Source(where, data, steps=steps, arity=arity)
+    if plan is not None:
+        source.on_mesh(plan)
+    return source
+
+
+def _agreed(where: str, items: Iterator[Group], scope: str | None, k: int) -> Iterator[Group]:
+    """``items``, checked group by group (multi-process meshes) that every process has
+    a group of as many batches: a stream that ends early in one process is an error in
+    every process (host-side, with a timeout), never a collective left waiting. The
+    exchanges run in the prefetch thread, ahead of the device, keyed by ``scope``
+    (named in the main thread) and group index, so a feed closed early (a NaN stop)
+    leaves the other exchanges of the program in step."""
+    if scope is None or jax.process_count() == 1:
+        yield from items
+        return
+    from jnn.distributed import _exchange
+
+    for i, group in enumerate(itertools.chain(items, [None])):
+        mine = 0 if group is None else group.batches
+        counts = [int(c) for c in _exchange(where, str(mine), key=f"{scope}/{i}")]
+        if len(set(counts)) > 1:
+            raise ValueError(
+                f"{where}: the processes' streams disagree on their length: at this group of "
+                f"up to {k} batches they have {counts} batches left (process order). Every "
+                "process must yield the same number of batches per epoch: trim or pad the "
+                "shards, or pass steps_per_epoch / steps."
+            )
+        if group is None:
+            return
+        yield group
 
 
 # --------------------------------------------------------------------------- groups
@@ -390,15 +442,18 @@ def sharded_put(batch_sharding: Any) -> Callable:
 
 
 @program_cache
-def compiled_steps(model, loss_fn, tx, metric_fns, masked: bool, on_nan=None) -> Callable:
+def compiled_steps(
+    model, loss_fn, tx, metric_fns, masked: bool, on_nan=None, plan=None
+) -> Callable:
     """``call(state, sums, guard, xs, ys, ws, valid) -> (state, sums, guard)``.
 
     :func:`jnn.train._epoch.train_scan` over the group's k batches. The ``masked``
     variant (for a short last group) skips steps whose ``valid`` is False. The NaN
-    guard's carry is threaded through the groups of an epoch.
+    guard's carry is threaded through the groups of an epoch. With a ``plan`` (a mesh)
+    the state keeps its layout (replicated or FSDP) from call to call.
     """
     step = pure_step(model, loss_fn, tx, metric_fns)
-    scan = train_scan(step, NanGuard(on_nan), masked)
+    scan = train_scan(step, NanGuard(on_nan), masked, plan)
 
     def call(state: TrainState, sums: Sums, g, xs, ys, ws, valid):
         return scan(state, sums, g, (xs, ys, ws, valid))
@@ -433,13 +488,14 @@ class StreamEpoch:
     """``fit``'s epoch for a stream: ``epoch(state, interrupted=, tick=) -> EpochOut``."""
 
     def __init__(
-        self, *, where, source, model, loss_fn, tx, metric_fns, k, put, on_nan=None, log_every=None
+        self, *, where, source, model, loss_fn, tx, metric_fns, k, on_nan=None, log_every=None
     ):
-        self.where, self.source, self.k, self.put = where, source, k, put
+        self.where, self.source, self.k = where, source, k
         self.log_every = log_every
         self.guard = NanGuard(on_nan)
-        self.full = compiled_steps(model, loss_fn, tx, metric_fns, False, on_nan)
-        self.masked = compiled_steps(model, loss_fn, tx, metric_fns, True, on_nan)
+        plan = source.plan
+        self.full = compiled_steps(model, loss_fn, tx, metric_fns, False, on_nan, plan)
+        self.masked = compiled_steps(model, loss_fn, tx, metric_fns, True, on_nan, plan)
         self.step = pure_step(model, loss_fn, tx, metric_fns)
         self.log_shapes: Any = None
 
@@ -454,8 +510,7 @@ class StreamEpoch:
         if self.log_every is not None:  # fit checked that the length is known
             sums = sums._replace(trace=StepTrace.zeros(self.source.length, self.log_every))
         batches = examples = 0
-        items = self.source.epoch()
-        feed = Prefetch(groups(self.where, items, self.source.spec, self.k, 2), self.put)
+        feed = self.source.feed(self.where, self.k)
         for group in feed:
             fn = self.full if group.batches == self.k else self.masked
             state, sums, g = fn(state, sums, g, *group.arrays)
@@ -489,7 +544,7 @@ class Validated:
 
 
 def evaluate_stream(
-    where, source: Source, *, model, loss_fn, metric_fns, params, model_state, k, put
+    where, source: Source, *, model, loss_fn, metric_fns, params, model_state, k
 ) -> dict[str, jax.Array]:
     """Weighted loss and metrics over one pass of ``source`` (``k`` batches per call)."""
     run = compiled_eval_steps(model, loss_fn, metric_fns)
@@ -500,7 +555,7 @@ def evaluate_stream(
 
     sums = zero_sums(first_logs, params, model_state, *_batch_specs(source.spec))
     batches = 0
-    for group in Prefetch(groups(where, source.epoch(), source.spec, k, 2), put):
+    for group in source.feed(where, k):
         sums = run(params, model_state, sums, *group.arrays)
         batches += group.batches
     if batches == 0:
@@ -508,17 +563,17 @@ def evaluate_stream(
     return sums.mean()
 
 
-def predict_stream(where, source: Source, *, forward, params, model_state, put) -> Any:
+def predict_stream(where, source: Source, *, forward, params, model_state) -> Any:
     """Outputs for every row of every batch of ``source``, concatenated on the host."""
     outputs = []
     pending = None
-    for group in Prefetch(groups(where, source.epoch(), source.spec, 1, 1), put):
+    for group in source.feed(where, 1):
         (xs,) = group.arrays
         out = (forward(params, model_state, xs[0]), group.examples)
         if pending is not None:  # fetch the previous batch after dispatching this one
-            outputs.append(jax.tree.map(lambda o, n=pending[1]: np.asarray(o)[:n], pending[0]))
+            outputs.append(jax.tree.map(lambda o, n=pending[1]: o[:n], source.fetch(pending[0])))
         pending = out
     if pending is None:
         raise ValueError(f"{where}: the input stream produced no batch (an iterator used up?).")
-    outputs.append(jax.tree.map(lambda o, n=pending[1]: np.asarray(o)[:n], pending[0]))
+    outputs.append(jax.tree.map(lambda o, n=pending[1]: o[:n], source.fetch(pending[0])))
     return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)

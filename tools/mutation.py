@@ -40,7 +40,14 @@ WORK = ROOT / ".mutation"
 # directly and quickly; mutmut runs, per mutant, only those of them that reach its function.
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "losses": (["jnn/losses.py"], ["tests/test_losses.py", "tests/test_losses_reference.py"]),
-    "metrics": (["jnn/metrics.py"], ["tests/test_metrics.py", "tests/test_metrics_reference.py"]),
+    "metrics": (
+        ["jnn/metrics/"],
+        [
+            "tests/test_metrics.py",
+            "tests/test_metrics_reference.py",
+            "tests/test_metrics_stateful.py",
+        ],
+    ),
     "layers": (
         ["jnn/layers/"],
         [

@@ -121,4 +121,21 @@ def _reset_jax_cache() -> None:
         pass
 
 
-__all__ = ["ENV_VAR", "compile_cache", "default_cache_dir"]
+# XLA:CPU spends most of a small program's compile time generating code the program
+# never earns back: the seed workload's epoch (10-10-10-1 net, 426 rows; benchmarks/
+# bench_compile_breakdown.py) compiles in ~0.87 s by default, ~0.57 s at
+# ``xla_backend_optimization_level=0`` and ~0.18 s with XLA's classic elemental emitters
+# instead of its MLIR fusion emitters as well. The code it makes runs slower (that epoch
+# 0.8 -> 1.3 ms, a 100,000-row one 35 -> 100 ms), so only small programs use it: epochs
+# of at most jnn.train._cache.SMALL_EPOCH_FLOPS and inits (which run once).
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
+
+def fast_options() -> dict | None:
+    """``compiler_options`` that compile a small program fast on a CPU; None elsewhere."""
+    import jax
+
+    return dict(FAST_COMPILE) if jax.default_backend() == "cpu" else None
+
+
+__all__ = ["ENV_VAR", "FAST_COMPILE", "compile_cache", "default_cache_dir", "fast_options"]

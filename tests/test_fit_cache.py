@@ -151,8 +151,8 @@ def test_small_epochs_compile_fast_and_train_the_same(monkeypatch):
     _, params = model.init(jax.random.key(0), (-1, 3))
     x, y = _data()
     smodel = jnn.stateful(model)
-    assert cache.small_epoch(smodel, params, {}, x)
-    assert not cache.small_epoch(smodel, params, {}, np.zeros((10**7, 3), "float32"))
+    assert cache.small_program(smodel, params, {}, x)
+    assert not cache.small_program(smodel, params, {}, np.zeros((10**7, 3), "float32"))
     kwargs = dict(loss="bce", epochs=3, batch_size=8, key=jax.random.key(1), verbose=0)
     fast = jnn.fit(model, params, (x, y), **kwargs)
     monkeypatch.setattr(cache, "SMALL_EPOCH_FLOPS", 0)  # the reference: fully optimized

@@ -227,3 +227,24 @@ def test_structure_key_tells_equal_values_of_other_types_apart():
     assert 2 == 2.0 and structure_key(scale(2)) != structure_key(scale(2.0))
     assert structure_key(scale(True)) != structure_key(scale(1))
     assert structure_key(scale(2.0)) == structure_key(scale(2.0))
+
+
+def test_layers_described_alike_with_different_code_share_no_program():
+    """Two constructors that describe their layers alike (same kind, no config) but
+    compute differently: the structure key holds the code of init and apply."""
+
+    def described(apply):
+        layer = jnn.Layer(lambda key, shape: (tuple(shape), {}), apply)
+        return jnn.layers.describe(layer, "custom")
+
+    def double(params, x, *, key=None, train=False):
+        return 2.0 * x
+
+    def negate(params, x, *, key=None, train=False):
+        return -x
+
+    assert structure_key(described(double)) == structure_key(described(double))
+    assert structure_key(described(double)) != structure_key(described(negate))
+    x = np.ones((3, 2), np.float32)
+    np.testing.assert_allclose(jnn.predict(described(double), {}, x), 2.0 * x)
+    np.testing.assert_allclose(jnn.predict(described(negate), {}, x), -x)

@@ -19,6 +19,7 @@ two-function contract exactly.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar
@@ -29,6 +30,7 @@ import numpy as np
 
 from jnn._data import as_array, check_key, check_size, is_int
 from jnn._typing import Array, Params, PRNGKey, Shape, State
+from jnn.layers._init import compiling
 
 
 class Layer(NamedTuple):
@@ -151,6 +153,8 @@ def _lift(layer: Layer) -> StatefulLayer:
     def apply(params, state, x, *, key=None, train=False):
         return layer.apply(params, x, key=key, train=train), state
 
+    init.__jnn_lifts__ = layer.init  # type: ignore[attr-defined]  # for _code
+    apply.__jnn_lifts__ = layer.apply  # type: ignore[attr-defined]
     lifted = StatefulLayer(init, apply)
     spec = spec_of(layer)
     if spec is not None:  # the lifted layer is the same layer: same description
@@ -225,9 +229,14 @@ def describe(
       children: ``(name, layer)`` pairs, for combinators.
 
     Returns:
-      ``layer``, described (the description lives on ``layer.init``; a layer
-      whose ``init`` cannot hold attributes, e.g. a bound method, is returned
-      with a thin wrapper around it).
+      A copy of ``layer``, described. Its ``init`` is a wrapper that, called with a
+      concrete key, runs the original as one compiled program, cached by the
+      layer's structure (kind, config, the code of ``init`` and its children) and
+      the input shape, so two models built by the same code initialize without
+      compiling twice; under ``jit``/``vmap``, or for an ``init`` that needs
+      concrete values, it calls the original. Same values as the original, up to
+      float rounding (XLA fuses the ops: normal and orthogonal draws may differ in
+      their last bits).
 
     Raises:
       TypeError: if ``layer`` is not a jnn layer.
@@ -251,16 +260,39 @@ def describe(
     items = sorted((name, _frozen(value)) for name, value in (config or {}).items())
     spec = LayerSpec(kind, tuple(items), tuple(children))
     # On both functions: a layer that reuses this init with another apply (a wrapper,
-    # Layer(base.init, my_apply)) keeps the name but not the structure key.
-    for field in ("init", "apply"):
-        fn = getattr(layer, field)
-        try:
-            setattr(fn, _SPEC_ATTR, spec)
-        except (AttributeError, TypeError):  # a bound method or a builtin: wrap it
-            wrapped = functools.wraps(fn)(functools.partial(fn))
-            setattr(wrapped, _SPEC_ATTR, spec)
-            layer = layer._replace(**{field: wrapped})
+    # Layer(base.init, my_apply)) keeps the name but not the structure key. The init
+    # becomes a new function that runs compiled once per structure (layers/_init.py).
+    init = compiling(layer.init, _init_key)
+    setattr(init, _SPEC_ATTR, spec)
+    layer = layer._replace(init=init)
+    try:
+        setattr(layer.apply, _SPEC_ATTR, spec)
+    except (AttributeError, TypeError):  # a bound method or a builtin: wrap it
+        apply = functools.wraps(layer.apply)(functools.partial(layer.apply))
+        setattr(apply, _SPEC_ATTR, spec)
+        layer = layer._replace(apply=apply)
     return layer
+
+
+def _code(fn: Any) -> Any:
+    """What identifies the code of ``fn``: closures made by one ``def`` share it (a lifted
+    layer's functions are identified by the functions they lift)."""
+    while hasattr(fn, "__jnn_lifts__"):
+        fn = fn.__jnn_lifts__
+    fn = inspect.unwrap(fn)
+    while isinstance(fn, functools.partial):
+        fn = inspect.unwrap(fn.func)
+    fn = getattr(fn, "__func__", fn)
+    return getattr(fn, "__code__", fn)
+
+
+def _init_key(init: Callable) -> Any:
+    """The key of a described ``init``'s compiled program (its structure, not apply's)."""
+    spec = getattr(init, _SPEC_ATTR, None)
+    if spec is None:
+        return ("id", init)
+    children = tuple((name, _init_key(child.init)) for name, child in spec.children)
+    return (spec.kind, _typed(spec.config), _code(init), children)
 
 
 def _describes_apply(layer: AnyLayer, spec: LayerSpec) -> bool:
@@ -309,6 +341,8 @@ def structure_key(layer: AnyLayer) -> Any:
         _typed(spec.config),
         tuple((name, structure_key(child)) for name, child in spec.children),
         is_stateful(layer),
+        _code(layer.init),
+        _code(layer.apply),
     )
     try:
         hash(key)

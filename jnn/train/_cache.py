@@ -25,7 +25,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from jnn._compile_cache import fast_options
 from jnn.layers._base import Layer, StatefulLayer, structure_key
+from jnn.layers._init import clear as clear_inits
 
 # Programs kept per kind (epoch, split epoch, evaluate, predict, ...); each entry holds
 # one jax.jit object, whose own cache holds its compilations (one per shapes/dtypes).
@@ -36,7 +38,7 @@ MODELS = 256
 _lock = threading.Lock()
 _models: OrderedDict[Any, Any] = OrderedDict()
 _by_id: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
-_clearers: list[Callable[[], None]] = []
+_clearers: list[Callable[[], None]] = [clear_inits]  # compiled model inits too
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -104,27 +106,28 @@ def clear_programs() -> None:
 
 # --------------------------------------------------------------------------- compile less
 
-# XLA:CPU spends most of a small program's compile time in LLVM's optimization passes,
-# which a small epoch never earns back: measured on the seed workload (10-10-10-1 net,
-# 426 rows), ``xla_backend_optimization_level=0`` halves the epoch's compile time and
-# leaves 30 epochs as fast (matmuls and convolutions run in library kernels either
-# way). Used for array epochs of at most SMALL_EPOCH_FLOPS on a CPU.
-SMALL_EPOCH_FLOPS = 1e9
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
+# Epochs this small (flops of one pass over the data, fwd + bwd) compile fast on a CPU
+# (jnn._compile_cache.FAST_COMPILE: ~3x less compile time, ~1.5-3x slower code): even
+# 100 epochs of 1e7 flops lose less than the ~0.5 s the seed epoch's compile saves.
+SMALL_EPOCH_FLOPS = 1e7
 
 
 def compiler_options(fast: bool) -> dict[str, Any] | None:
     """The ``jax.jit(compiler_options=)`` of a program compiled fast, or None."""
-    return dict(FAST_COMPILE) if fast else None
+    return fast_options() if fast else None
 
 
-def small_epoch(model: Any, params: Any, model_state: Any, x: Any, plan: Any = None) -> bool:
-    """Whether an epoch of ``model`` over ``x`` is small enough to compile fast (CPU only).
+def small_program(
+    model: Any, params: Any, model_state: Any, x: Any, plan: Any = None, *, passes: int = 3
+) -> bool:
+    """Whether ``passes`` passes of ``model`` over ``x`` (3 for a training epoch: forward
+    and backward; 1 for evaluate/predict) make a program small enough to compile fast
+    (CPU only, no mesh): at most :data:`SMALL_EPOCH_FLOPS`.
 
-    A training step costs about 3 forward passes; the forward pass of one example is
-    XLA's cost analysis of the lowered (not compiled) model, remembered per model
-    structure and row shape. A quick bound first: every parameter is used at least
-    once per example, so ``6 * params * rows`` above the limit needs no lowering.
+    The forward pass of one example is XLA's cost analysis of the lowered (not compiled)
+    model, remembered per model structure and row shape. A quick bound first: every
+    parameter is used at least once per example, so ``2 * passes * params * rows`` above
+    the limit needs no lowering.
     """
     import jax
 
@@ -132,11 +135,11 @@ def small_epoch(model: Any, params: Any, model_state: Any, x: Any, plan: Any = N
         return False
     rows = x.shape[0]
     size = sum(int(getattr(a, "size", 1)) for a in jax.tree.leaves(params))
-    if 6 * size * rows > SMALL_EPOCH_FLOPS:
+    if 2 * passes * size * rows > SMALL_EPOCH_FLOPS:
         return False
     row = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
     flops = _forward_flops(canonical(model), _spec_tree(params), _spec_tree(model_state), row)
-    return 0 < 3 * flops * rows <= SMALL_EPOCH_FLOPS
+    return 0 < passes * flops * rows <= SMALL_EPOCH_FLOPS
 
 
 def _spec_tree(tree: Any) -> Any:
@@ -167,4 +170,4 @@ _clearers.append(_forward_flops.cache_clear)
 
 
 __all__ = ["MODELS", "PROGRAMS", "SMALL_EPOCH_FLOPS", "canonical", "clear_programs",
-           "compiler_options", "program_cache", "small_epoch"]  # fmt: skip
+           "compiler_options", "program_cache", "small_program"]  # fmt: skip

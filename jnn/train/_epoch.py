@@ -30,7 +30,7 @@ import optax
 
 from jnn._typing import Array
 from jnn.layers._base import StatefulLayer
-from jnn.train._cache import compiler_options, program_cache, small_epoch
+from jnn.train._cache import compiler_options, program_cache, small_program
 from jnn.train._logs import MetricFns, StepTrace, Sums, batch_logs
 from jnn.train._optim import eval_params_fn
 from jnn.train._shuffle import permutation
@@ -219,7 +219,9 @@ class _Parts(NamedTuple):
 
 
 def _parts(spec: EpochSpec) -> _Parts:
-    step = pure_step(spec.model, spec.loss_fn, spec.tx, spec.metric_fns)
+    # Jitted inside the epoch so its trace is cached: begin() traces it once for the
+    # shapes of the logs, the scan then reuses that trace (XLA inlines the call).
+    step = jax.jit(pure_step(spec.model, spec.loss_fn, spec.tx, spec.metric_fns))
     guard = NanGuard(spec.on_nan)
     scan = train_scan(step, guard, masked=False, plan=spec.plan)
     validation, params_of = None, eval_params_fn(spec.ema_eval)
@@ -229,7 +231,7 @@ def _parts(spec: EpochSpec) -> _Parts:
     def begin(state: TrainState, x, y, w):
         state, order = begin_epoch(state, x.shape[0], spec.batch_size, spec.shuffle)
         xs, ys, ws = Gather(x, y, w, spec.plan)(order[:1])
-        sums = zero_sums(lambda s: step(s, xs[0], ys[0], ws[0])[1], state)
+        sums = zero_sums(lambda s: guard.step(step, s, xs[0], ys[0], ws[0], guard.init())[1], state)
         if spec.log_every is not None:
             sums = sums._replace(trace=StepTrace.zeros(order.shape[0], spec.log_every))
         return state, order, sums, guard.init()
@@ -270,14 +272,15 @@ def epoch_fn(spec: EpochSpec) -> Callable:
 def compiled_epoch(spec: EpochSpec, fast: bool = False) -> Callable:
     """:func:`epoch_fn`, jitted with the state donated (cached, so a second ``fit`` with
     the same model structure and settings reuses the compilation); ``fast``: compiled
-    with less optimization (a small epoch, see :func:`jnn.train._cache.small_epoch`)."""
+    with less optimization (a small epoch, see :func:`jnn.train._cache.small_program`)."""
     return jax.jit(epoch_fn(spec), donate_argnums=(0,), compiler_options=compiler_options(fast))
 
 
 @program_cache
-def compiled_eval(model, loss_fn, metric_fns, batch_size, plan=None) -> Callable:
-    """:func:`eval_fn`, jitted (cached)."""
-    return jax.jit(eval_fn(model, loss_fn, metric_fns, batch_size, plan))
+def compiled_eval(model, loss_fn, metric_fns, batch_size, plan=None, fast=False) -> Callable:
+    """:func:`eval_fn`, jitted (cached); ``fast`` as in :func:`compiled_epoch`."""
+    run = eval_fn(model, loss_fn, metric_fns, batch_size, plan)
+    return jax.jit(run, compiler_options=compiler_options(fast))
 
 
 @program_cache
@@ -346,7 +349,7 @@ class ArrayEpoch:
         self.nb = num_batches(data[0].shape[0], spec.batch_size)
         self.chunk = Gather(*data).chunk(spec.batch_size)
         self.fixed = steps_per_call
-        self.fast = small_epoch(spec.model, state.params, state.model_state, data[0], spec.plan)
+        self.fast = small_program(spec.model, state.params, state.model_state, data[0], spec.plan)
         self.k = self.nb if steps_per_call is None else self._aligned(steps_per_call)
         if steps_per_call is None and self.nb > 64:  # a first guess, before any timing
             rate = _FLOPS_PER_S.get(jax.devices()[0].platform, 1e11)

@@ -16,7 +16,7 @@ from jnn import losses as _losses
 from jnn._data import as_host_array, check_labels, check_positive_int, check_xy
 from jnn._typing import ArrayLike, Params, State
 from jnn.layers._base import AnyLayer, StatefulLayer, _check_layer, stateful
-from jnn.train._cache import program_cache
+from jnn.train._cache import compiler_options, program_cache, small_program
 from jnn.train._checks import check_model_state, check_trace, traced
 from jnn.train._epoch import compiled_eval
 from jnn.train._logs import host_logs, resolve_metrics
@@ -25,8 +25,11 @@ from jnn.train._stream import evaluate_stream, predict_stream, stream_source
 
 
 @program_cache
-def _compiled_forward(model: StatefulLayer) -> Callable:
-    return jax.jit(lambda params, state, x: model.apply(params, state, x, train=False)[0])
+def _compiled_forward(model: StatefulLayer, fast: bool = False) -> Callable:
+    return jax.jit(
+        lambda params, state, x: model.apply(params, state, x, train=False)[0],
+        compiler_options=compiler_options(fast),
+    )
 
 
 def evaluate(
@@ -131,7 +134,8 @@ def evaluate(
     else:
         batch_size = plan.batch_size(where, batch_size, n)
         arrays = (*plan.put_state((params, model_state)), *plan.put_data(where, (x, y, w)))
-    logs = compiled_eval(smodel, loss_fn, metric_fns, batch_size, plan)(*arrays)
+    fast = small_program(smodel, params, model_state, x, plan, passes=1)
+    logs = compiled_eval(smodel, loss_fn, metric_fns, batch_size, plan, fast)(*arrays)
     return host_logs(logs)
 
 
@@ -216,7 +220,8 @@ def predict(
         batch_size //= jax.process_count()
         params, model_state = plan.put_state((params, model_state))
         put, fetch = (lambda xb: plan.put_data(where, [xb])[0]), plan.to_local
-    forward = _compiled_forward(smodel)
+    fast = small_program(smodel, params, model_state, x, plan, passes=1)
+    forward = _compiled_forward(smodel, fast)
     xb = jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype)
     traced(where, smodel, params, model_state, x.shape[1:], forward, xb)
 

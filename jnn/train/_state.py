@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jnn._compile_cache import fast_options
 from jnn._data import check_key, check_number, close_match
 from jnn._typing import Array, Params, PRNGKey, State
 from jnn.train._optim import build_tx
@@ -188,7 +189,7 @@ def fresh_state(tx: optax.GradientTransformation) -> Callable:
         opt_state = tx.init(params) if opt_state is None else jax.tree.map(jnp.copy, opt_state)
         return TrainState(params, opt_state, jnp.zeros((), jnp.int32), key, model_state)
 
-    return jax.jit(start)
+    return jax.jit(start, compiler_options=fast_options())  # copies and zeros: compile fast
 
 
 __all__ = ["OPTIMIZERS", "TrainState", "fresh_state", "get_optimizer"]

@@ -330,3 +330,13 @@ def test_sizes_accept_numpy_ints_and_refuse_bools(key):
     ]:
         with pytest.raises(ValueError, match=what):
             call()
+
+
+def test_init_names_a_missing_axis():
+    """feature_dim: an input_shape of too low a rank, or an unknown feature axis."""
+    with pytest.raises(ValueError, match=r"PositionalEmbedding\(8\)\.init: expected an input_shape "
+                       r"of rank >= 2, got \(-1,\)"):  # fmt: skip
+        jnn.PositionalEmbedding(8).init(jax.random.key(0), (-1,))
+    with pytest.raises(ValueError, match=r"Dense\(2\)\.init: the feature \(last\) dimension must "
+                       r"be known, got \(3, -1\)"):  # fmt: skip
+        jnn.Dense(2).init(jax.random.key(0), (3, None))

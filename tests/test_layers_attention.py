@@ -178,3 +178,14 @@ def test_attention_refuses_rows_without_a_sequence_axis():
     np.testing.assert_allclose(
         jax.vmap(lambda e: mha.apply(params, e))(x), mha.apply(params, x), rtol=1e-5, atol=1e-5
     )
+
+
+def test_attention_mask_is_boolean_for_any_flag_dtype():
+    want = np.array([[1, 1, 0], [1, 1, 0], [0, 0, 0]], bool)
+    for flags in ([True, True, False], [1, 1, 0], [1.0, 1.0, 0.0]):
+        mask = jnn.layers.attention_mask(jnp.asarray(flags))
+        assert mask.dtype == jnp.bool_, flags
+        np.testing.assert_array_equal(mask, want)
+    cross = jnn.layers.attention_mask(jnp.array([1, 0]), jnp.array([0.0, 1.0, 1.0]))
+    assert cross.dtype == jnp.bool_
+    np.testing.assert_array_equal(cross, [[False, True, True], [False, False, False]])

@@ -402,3 +402,22 @@ def test_bad_input_is_a_clear_error(make, error, match):
 def test_numpy_integer_features_are_accepted():
     shape, _ = jnn.LSTM(np.int64(3)).init(jax.random.key(0), (-1, 2, 2))
     assert shape == (-1, 3) and type(shape[-1]) is int
+
+
+@pytest.mark.parametrize("ctor", [jnn.SimpleRNN, jnn.LSTM, jnn.GRU])
+def test_each_initializer_argument_reaches_its_parameter(ctor):
+    """kernel_init -> w_ih, recurrent_init -> w_hh, bias_init -> every bias (but LSTM's
+    forget-gate bias, which starts at 1 as in Keras's unit_forget_bias)."""
+    inits = dict(
+        kernel_init=jax.nn.initializers.constant(0.5),
+        recurrent_init=jax.nn.initializers.constant(0.25),
+        bias_init=jax.nn.initializers.constant(0.125),
+    )
+    _, params = ctor(4, **inits).init(jax.random.key(0), (-1, 6, 3))
+    np.testing.assert_array_equal(params["w_ih"], np.full(params["w_ih"].shape, 0.5))
+    np.testing.assert_array_equal(params["w_hh"], np.full(params["w_hh"].shape, 0.25))
+    biases = [v for k, v in params.items() if k.startswith("b")]
+    assert biases
+    for b in biases:
+        assert np.isin(np.asarray(b), [0.125, 1.0]).all(), b
+        assert (np.asarray(b) == 0.125).any()

@@ -392,3 +392,24 @@ def test_stateful_model_requires_model_state():
     plain = jnn.fit(seed_model(), params, (x, y), loss="bce", key=jax.random.key(0), verbose=0)
     reference.assert_trees_close(res.params, plain.params, 1e-6)
     assert res.history == plain.history
+
+
+def test_progress_never_redraws_a_line_when_stdout_is_not_a_terminal(capsys):
+    """The running line (\\r, erase, batches so far) is for terminals only: a log file gets
+    one line per epoch, however long the epoch (here a slow stream, ticked every batch)."""
+    import time
+
+    x, y = toy_data(64)
+    model = seed_model()
+    _, params = model.init(jax.random.key(0), (-1, 10))
+
+    def slow_batches():
+        for i in range(0, 64, 16):
+            time.sleep(0.25)  # each tick comes > 0.2 s after the last: a terminal redraws
+            yield x[i : i + 16], y[i : i + 16]
+
+    jnn.fit(model, params, slow_batches, loss="bce", epochs=1, steps_per_call=1,
+            key=jax.random.key(0), verbose=1)  # fmt: skip
+    out = capsys.readouterr().out
+    assert "\r" not in out and "\x1b[2K" not in out
+    assert out.count("Epoch 1/1") == 1 and "4 batches" in out

@@ -34,14 +34,13 @@ def _finish(
     init: Callable,
     apply: Callable,
     children: Sequence[AnyLayer],
-    config: dict[str, Any] | None = None,
 ) -> AnyLayer:
     """Describe the layer (``kind``, its named children) and drop the state plumbing if no
     child has state."""
     names = child_names(children)
     named = list(zip(names, children, strict=True))
     if any(is_stateful(c) for c in children):
-        return describe(StatefulLayer(init, apply), kind, config, named)
+        return describe(StatefulLayer(init, apply), kind, children=named)
     empty_state: State = {name: {} for name in names}
 
     def stateless_init(key: PRNGKey, input_shape: Shape) -> tuple[Shape, Params]:
@@ -51,7 +50,7 @@ def _finish(
     def stateless_apply(params: Params, x: Any, *, key=None, train=False):
         return apply(params, empty_state, x, key=key, train=train)[0]
 
-    return describe(Layer(stateless_init, stateless_apply), kind, config, named)
+    return describe(Layer(stateless_init, stateless_apply), kind, children=named)
 
 
 def _children(kind: str, layers: Sequence[Any]) -> tuple[list[str], list[StatefulLayer]]:

@@ -2,6 +2,7 @@
 every reduction, weights and mask; and every loss's bad-input errors naming the loss and
 the argument (mutation testing found targets of zero and messages nobody read)."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.metrics import log_loss, mean_absolute_error, mean_squared_error
@@ -133,3 +134,27 @@ def test_survivors_of_a_mutation_run_are_pinned():
     assert float(losses.cross_entropy(np.log(seq), ids)) == pytest.approx(want, rel=1e-5)
     with pytest.raises(TypeError, match="loss must be a name or a callable, got int"):
         losses.get(3)
+
+
+def test_more_survivors_of_a_mutation_run_are_pinned():
+    """(N, 1) class ids get the squeeze hint with both expected shapes; NaN labels are
+    named as labels; elementwise losses compute in the predictions' dtype."""
+    for name in ("cross_entropy", "categorical_crossentropy"):
+        pred = CASES[name][0]
+        with pytest.raises(
+            ValueError,
+            match=rf"^{name}: labels of shape \({N}, 1\) do not fit {WHAT[name]} of shape "
+            rf"\({N}, {C}\): expected integer class ids of shape \({N},\) or one-hot labels of "
+            rf"shape \({N}, {C}\)\. Squeeze the trailing axis with labels\.reshape\(-1\)\.$",
+        ):
+            getattr(losses, name)(pred, IDS[:, None])
+        with pytest.raises(ValueError, match=rf"one-hot labels of shape \({N}, {C}\)\.$"):
+            getattr(losses, name)(pred, IDS[:3])  # no squeeze hint for another shape
+    for name in ("mse", "mae", "bce", "bce_with_logits"):
+        pred, target, _ = CASES[name]
+        bad = target.copy()
+        bad[0, 1] = np.nan
+        with pytest.raises(ValueError, match=f"^{name}: labels holds 1 NaN"):
+            getattr(losses, name)(pred, bad)
+        half = getattr(losses, name)(jnp.asarray(pred, jnp.bfloat16), target)
+        assert half.dtype == jnp.bfloat16, name

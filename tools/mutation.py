@@ -60,6 +60,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_layers_repeat.py",
             "tests/test_layers_describe.py",
             "tests/test_layers_init.py",
+            "tests/test_layers_contract.py",
             "tests/test_blind_spots.py",
         ],
     ),

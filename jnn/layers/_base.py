@@ -452,7 +452,8 @@ def init_param(
       dtype: its dtype.
 
     Returns:
-      The new parameter.
+      The new parameter. A 16-bit float one is drawn in float32 and rounded, so every
+      initializer works for it (the orthogonal one's QR has no 16-bit kernel).
 
     Raises:
       ValueError: if the parameter is too large.
@@ -461,6 +462,10 @@ def init_param(
     check_size(f"{name}.init", f"parameter {what!r}", shape, dtype)
     if key is not None:
         key = check_key(f"{name}.init", key)
+    if jnp.dtype(dtype).itemsize < 4 and jnp.issubdtype(dtype, jnp.floating):
+        # 16-bit floats: drawn in float32 and rounded (e.g. the orthogonal initializer's
+        # QR decomposition has no bfloat16 or float16 kernel).
+        return initializer(key, shape, jnp.float32).astype(dtype)
     return initializer(key, shape, dtype)
 
 

@@ -172,12 +172,12 @@ def gru(
     return Recurrence("gru", features, init, _h_state(features), step, "b_ih", False)
 
 
-def check_features(rec: Recurrence, params: Params, x: Array) -> None:
-    """A clear error when ``x``'s last axis is not the input kernel's."""
+def check_features(name: str, params: Params, x: Array) -> None:
+    """A clear error, naming the layer, when ``x``'s last axis is not the input kernel's."""
     w = params["w_ih"]
     if x.shape[-1] != w.shape[0]:
         raise ValueError(
-            f"{rec.kind}: expected inputs with {w.shape[0]} features (the last axis), got shape "
+            f"{name}: expected inputs with {w.shape[0]} features (the last axis), got shape "
             f"{tuple(x.shape)}. The last axis must hold the features the layer was initialized "
             "with."
         )
@@ -254,7 +254,7 @@ def _cell(rec: Recurrence, name: str, config: dict[str, Any]) -> Layer:
             state = rec.zero_state(batch, x.dtype)
         else:
             state = check_state(name, rec, state, batch)
-        check_features(rec, params, x)
+        check_features(name, params, x)
         state, y = rec.step(params, state, input_projection(rec, params, x))
         return y, state
 

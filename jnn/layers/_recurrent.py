@@ -216,7 +216,6 @@ def run(
         state = rec.zero_state((b,), x.dtype)
     else:
         state = jax.tree.map(lambda s: s.reshape(b, rec.features).astype(x.dtype), state)
-    check_features(rec, params, x)
     xs = jnp.swapaxes(x.reshape(b, steps, f), 0, 1)  # time-major (T, B, F)
     ms = None if mask is None else jnp.swapaxes(mask.reshape(b, steps), 0, 1)[..., None]
 
@@ -280,6 +279,7 @@ def _sequence_layer(
         del key, train
         x, mask, state = split_inputs(name, x, shapes=False)
         x = _check_x(name, x)
+        check_features(name, params, x)
         mask = _check_mask(name, mask, x)
         if state is not None:
             state = check_state(f"{name}: initial_state", rec, state, tuple(x.shape[:-2]))

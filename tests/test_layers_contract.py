@@ -31,6 +31,14 @@ BUILT_WITH = {
     "SimpleRNN": (jnn.SimpleRNN, (5,), dict(return_sequences=True)),
     "LSTM": (jnn.LSTM, (5,), dict(return_state=True)),
     "GRU": (jnn.GRU, (5,), dict(reverse=True)),
+    "Bidirectional": (jnn.Bidirectional, (jnn.GRU(3),), dict(merge="sum")),
+    "FanInConcat": (jnn.FanInConcat, (), dict(axis=-2)),
+    "FanOut": (jnn.FanOut, (3,), {}),
+    "Reshape": (jnn.Reshape, ((2, -1),), {}),
+    "Flatten": (jnn.Flatten, (), dict(ndim=2)),
+    "Activation": (jnn.Activation, ("tanh",), {}),
+    "MaxPool": (jnn.MaxPool, ((2, 2),), dict(strides=(1, 1))),
+    "GlobalAvgPool": (jnn.GlobalAvgPool, (), dict(spatial_dims=1)),
 }
 
 
@@ -46,8 +54,11 @@ def test_the_description_holds_the_values_given(name):
     bound = inspect.signature(ctor).bind(*args, **kwargs)
     bound.apply_defaults()
     config = dict(jnn.layers.spec_of(ctor(*args, **kwargs)).config)
-    assert set(config) == set(bound.arguments)
+    children = {"layer", "layers"}  # described as children, not config
+    assert set(config) == set(bound.arguments) - children
     for arg, value in bound.arguments.items():
+        if arg in children:
+            continue
         assert config[arg] == _frozen(value), (name, arg)
     first = inspect.signature(ctor).parameters
     numeric = next((p for p in first if isinstance(bound.arguments[p], (int, float))), None)
@@ -186,3 +197,13 @@ def test_remat_is_the_layer_it_wraps_in_both_modes():
     got = jnn.remat(drop).apply({}, x, key=jax.random.key(3), train=True)
     np.testing.assert_array_equal(got, drop.apply({}, x, key=jax.random.key(3), train=True))
     assert (np.asarray(got) == 0).any()
+
+
+def test_bidirectional_sum_adds_the_two_directions():
+    layer = jnn.Bidirectional(jnn.GRU(3, return_sequences=True), merge="sum")
+    out_shape, params = layer.init(K, (-1, 5, 2))
+    assert out_shape == (-1, 5, 3)
+    x = jax.random.normal(K, (2, 5, 2))
+    forward = jnn.GRU(3, return_sequences=True).apply(params["forward"], x)
+    backward = jnn.GRU(3, return_sequences=True, reverse=True).apply(params["backward"], x)
+    np.testing.assert_allclose(layer.apply(params, x), forward + backward, rtol=1e-5, atol=1e-6)

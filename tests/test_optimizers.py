@@ -147,3 +147,17 @@ def test_bad_extras_are_named_before_compiling(kwargs, error, match):
     x, y = data(8)
     with pytest.raises(error, match=match):
         jnn.fit(MODEL, init(), (x, y), epochs=1, **KW, **kwargs)
+
+
+def test_ema_inside_gradient_accumulation_averages_the_real_updates():
+    """accumulate_steps=2 of batches of 8 is one update per 16 rows; the EMA (inside the
+    accumulator) averages those updates, and fit finds it there."""
+    x, y = data(32)
+    tx = optax.sgd(0.05)
+    res = jnn.fit(MODEL, init(), (x, y), optimizer=tx, epochs=3, batch_size=8, ema=0.9,
+                  accumulate_steps=2, **KW)  # fmt: skip
+    assert res.ema_params is not None
+    batches = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 32, 16)]
+    params, _, avg = handwritten(tx, init(), batches, 3, ema=0.9)
+    close(res.params, params)
+    close(res.ema_params, avg)

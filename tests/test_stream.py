@@ -340,3 +340,22 @@ def test_streams_on_a_one_device_mesh_match_no_mesh():
     assert ev == pytest.approx(jnn.evaluate(_model(), ref.params, (x, y), loss="bce"))
     pred = jnn.predict(_model(), ref.params, (x[i : i + B] for i in range(0, N, B)), mesh="auto")
     np.testing.assert_allclose(pred, jnn.predict(_model(), ref.params, x), atol=1e-6)
+
+
+def test_stateful_models_evaluate_and_predict_on_streams_as_on_arrays():
+    """The model state (BatchNorm's statistics) reaches every evaluation-mode call."""
+    model = jnn.serial(jnn.Dense(4), jnn.BatchNorm(), jnn.Dense(1))
+    _, params, state = model.init(jax.random.key(0), (-1, 3))
+    state = jax.tree.map(lambda s: s + 0.5, state)  # not the identity statistics
+    x = np.random.default_rng(0).normal(size=(24, 3)).astype(np.float32)
+    y = x[:, :1] * 2.0
+
+    def batches():
+        return ((x[i : i + 8], y[i : i + 8]) for i in range(0, 24, 8))
+
+    on_arrays = jnn.evaluate(model, params, (x, y), loss="mse", model_state=state)
+    on_stream = jnn.evaluate(model, params, batches, loss="mse", model_state=state)
+    np.testing.assert_allclose(on_stream["loss"], on_arrays["loss"], rtol=1e-5)
+    want = jnn.predict(model, params, x, model_state=state)
+    got = jnn.predict(model, params, lambda: (xb for xb, _ in batches()), model_state=state)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

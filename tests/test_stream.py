@@ -359,3 +359,25 @@ def test_stateful_models_evaluate_and_predict_on_streams_as_on_arrays():
     want = jnn.predict(model, params, x, model_state=state)
     got = jnn.predict(model, params, lambda: (xb for xb, _ in batches()), model_state=state)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_iterable_that_is_also_callable_is_iterated_not_called():
+    """A stream object may be both (e.g. a loader with a __call__ for something else):
+    ``fit`` iterates it; only a callable that is not iterable is called for each epoch."""
+    x = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+    y = x[:, :1]
+
+    class Loader:
+        def __iter__(self):
+            return iter([(x[:8], y[:8]), (x[8:], y[8:])])
+
+        def __call__(self):
+            raise AssertionError("called instead of iterated")
+
+    model = jnn.Dense(1)
+    params = model.init(jax.random.key(0), (-1, 3))[1]
+    res = jnn.fit(model, params, Loader(), loss="mse", epochs=2, key=jax.random.key(1),
+                  verbose=0)  # fmt: skip
+    want = jnn.fit(model, params, lambda: iter(Loader()), loss="mse", epochs=2,
+                   key=jax.random.key(1), verbose=0)  # fmt: skip
+    assert res.history["loss"] == want.history["loss"]

@@ -207,3 +207,19 @@ def test_bidirectional_sum_adds_the_two_directions():
     forward = jnn.GRU(3, return_sequences=True).apply(params["forward"], x)
     backward = jnn.GRU(3, return_sequences=True, reverse=True).apply(params["backward"], x)
     np.testing.assert_allclose(layer.apply(params, x), forward + backward, rtol=1e-5, atol=1e-6)
+
+
+def test_cells_take_any_leading_batch_axes():
+    """A cell's input is (*batch, features): the kernel is sized by the last axis."""
+    cell = jnn.LSTMCell(3)
+    out_shape, params = cell.init(K, (-1, 5, 2))
+    assert out_shape[0] == (-1, 5, 3) and params["w_ih"].shape == (2, 12)
+    y, state = cell.apply(params, jnp.ones((4, 5, 2)))
+    assert y.shape == (4, 5, 3) and state[0].shape == (4, 5, 3)
+
+
+def test_global_pooling_bounds_its_rank():
+    with pytest.raises(
+        ValueError, match=r"^GlobalAvgPool: spatial_dims must be a positive int <= 32"
+    ):
+        jnn.GlobalAvgPool(spatial_dims=100)

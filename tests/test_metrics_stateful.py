@@ -319,3 +319,27 @@ def test_sweep_stacks_metric_states_per_run():
         alone = jnn.fit(res.model, data=(x, y), loss="bce_with_logits", epochs=1,
                         batch_size=16, metrics=["auc"], verbose=0, **args)  # fmt: skip
         np.testing.assert_allclose(res.history["auc"][i], alone.history["auc"], rtol=1e-5)
+
+
+def test_survivors_of_a_mutation_run_are_pinned():
+    """from_logits applies the sigmoid before the threshold; bad averages and class counts
+    are refused with their own message; a multi-class score without an average says how."""
+    import jax.numpy as jnp
+
+    m = jnn.metrics.Precision(from_logits=True)  # logits 0.2, -0.2, 0.3 -> predicted 1, 0, 1
+    state = m.update(m.init(), jnp.array([[0.2], [-0.2], [0.3]]), jnp.array([[1.0], [1.0], [0.0]]),
+                     None)  # fmt: skip
+    assert float(m.result(state)) == 0.5
+    with pytest.raises(ValueError, match=r"^F1: average must be one of .*, got 3\.$"):
+        jnn.metrics.F1(average=3)
+    with pytest.raises(ValueError, match=r"^F1: num_classes must be an int in \[2, 16384\], got 1"):
+        jnn.metrics.F1(average="macro", num_classes=1)
+    f1 = jnn.metrics.F1()
+    how = r"say how to average, e\.g\. jnn\.metrics\.F1\(average='macro', num_classes=3\)"
+    with pytest.raises(
+        ValueError, match=r"^F1: predictions of shape \(4, 3\) have 3 classes; " + how
+    ):
+        f1.update(f1.init(), jnp.ones((4, 3)), jnp.zeros((4,), jnp.int32), None)
+    # one example's class scores (C,): the arg max, not a threshold per score
+    assert float(jnn.metrics.accuracy(jnp.array([0.1, 0.7, 0.2]), jnp.array(1))) == 1.0
+    assert float(jnn.metrics.accuracy(jnp.array([0.6, 0.7, 0.2]), jnp.array(0))) == 0.0

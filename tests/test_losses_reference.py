@@ -158,3 +158,17 @@ def test_more_survivors_of_a_mutation_run_are_pinned():
             getattr(losses, name)(pred, bad)
         half = getattr(losses, name)(jnp.asarray(pred, jnp.bfloat16), target)
         assert half.dtype == jnp.bfloat16, name
+
+
+def test_scalar_class_scores_are_refused_with_their_shape():
+    with pytest.raises(ValueError, match=r"^categorical_crossentropy: expected non-empty probs of "
+                       r"shape \(\.\.\., num_classes\), got \(\)\.$"):  # fmt: skip
+        losses.categorical_crossentropy(np.float32(0.5), np.int32(0))
+
+
+def test_sequence_scores_get_the_squeeze_hint_with_their_shapes():
+    """(batch, T, C) scores: class ids are (batch, T), and (batch, T, 1) gets the hint."""
+    scores = np.zeros((2, 3, C), np.float32)
+    with pytest.raises(ValueError, match=rf"expected integer class ids of shape \(2, 3\) or one-hot "
+                       rf"labels of shape \(2, 3, {C}\)\. Squeeze the trailing axis"):  # fmt: skip
+        losses.cross_entropy(scores, np.zeros((2, 3, 1), np.int32))

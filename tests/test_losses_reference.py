@@ -169,6 +169,6 @@ def test_scalar_class_scores_are_refused_with_their_shape():
 def test_sequence_scores_get_the_squeeze_hint_with_their_shapes():
     """(batch, T, C) scores: class ids are (batch, T), and (batch, T, 1) gets the hint."""
     scores = np.zeros((2, 3, C), np.float32)
-    with pytest.raises(ValueError, match=rf"expected integer class ids of shape \(2, 3\) or one-hot "
-                       rf"labels of shape \(2, 3, {C}\)\. Squeeze the trailing axis"):  # fmt: skip
+    want = rf"class ids of shape \(2, 3\) or one-hot labels of shape \(2, 3, {C}\)\. Squeeze"
+    with pytest.raises(ValueError, match=want):
         losses.cross_entropy(scores, np.zeros((2, 3, 1), np.int32))

@@ -343,3 +343,20 @@ def test_survivors_of_a_mutation_run_are_pinned():
     # one example's class scores (C,): the arg max, not a threshold per score
     assert float(jnn.metrics.accuracy(jnp.array([0.1, 0.7, 0.2]), jnp.array(1))) == 1.0
     assert float(jnn.metrics.accuracy(jnp.array([0.6, 0.7, 0.2]), jnp.array(0))) == 0.0
+
+
+def test_one_weight_per_sequence_covers_its_steps():
+    """(batch, T, C) scores with weights (batch,): each sequence's weight on all its steps."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(2, 3, 4)).astype(np.float32)
+    ids = rng.integers(0, 4, size=(2, 3)).astype(np.int32)
+    hit = (scores.argmax(-1) == ids).astype(np.float64)
+    w = np.array([1.0, 3.0], np.float32)
+    want = (hit * w[:, None]).sum() / (3 * w.sum())
+    for metric in (jnn.metrics.TopKAccuracy(1),):  # through the stateful metrics' weights
+        state = metric.update(metric.init(), jnp.asarray(scores), jnp.asarray(ids), jnp.asarray(w))
+        np.testing.assert_allclose(float(metric.result(state)), want, rtol=1e-6)
+    got = jnn.metrics.accuracy(jnp.asarray(scores), jnp.asarray(ids), weights=jnp.asarray(w))
+    np.testing.assert_allclose(float(got), want, rtol=1e-6)

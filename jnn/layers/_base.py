@@ -262,7 +262,7 @@ def describe(
     # On both functions: a layer that reuses this init with another apply (a wrapper,
     # Layer(base.init, my_apply)) keeps the name but not the structure key. The init
     # becomes a new function that runs compiled once per structure (layers/_init.py).
-    init = compiling(layer.init, _init_key)
+    init = compiling(layer.init, _init_program_key)
     setattr(init, _SPEC_ATTR, spec)
     layer = layer._replace(init=init)
     try:
@@ -284,6 +284,12 @@ def _code(fn: Any) -> Any:
         fn = inspect.unwrap(fn.func)
     fn = getattr(fn, "__func__", fn)
     return getattr(fn, "__code__", fn)
+
+
+def _init_program_key(init: Callable, input_shape: Any) -> Any:
+    """The key of a described ``init``'s compiled program at ``input_shape`` (each shape
+    item with its type: ``2``, ``2.0`` and ``True`` differ)."""
+    return _init_key(init), _typed(_frozen(input_shape))
 
 
 def _init_key(init: Callable) -> Any:

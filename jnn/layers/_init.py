@@ -29,6 +29,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jnn._compile_cache import fast_options
+
 INITS = 256  # cached (structure, input shape) entries, least recently used dropped
 SMALL_INIT = 1 << 22  # parameters and state elements compiled fast (see _compile_cache)
 
@@ -44,12 +46,12 @@ _UNTRACEABLE = (
 )
 
 
-def compiling(init: Callable, key_of: Callable[[Callable], Any]) -> Callable:
+def compiling(init: Callable, key_of: Callable[[Callable, Any], Any]) -> Callable:
     """``init`` run as one cached compiled program when called eagerly.
 
-    ``key_of(wrapper)`` gives the structure key of the returned wrapper (computed when
-    it is called, once its description is attached), or None to always run ``init``
-    as it is.
+    ``key_of(wrapper, input_shape)`` gives the cache key of the returned wrapper at that
+    input shape (computed when it is called, once its description is attached); a
+    ``TypeError`` (something unhashable) runs ``init`` as it is.
     """
 
     @functools.wraps(init)
@@ -57,28 +59,25 @@ def compiling(init: Callable, key_of: Callable[[Callable], Any]) -> Callable:
         if len(args) != 2 or kwargs or not _concrete_key(args[0]):
             return init(*args, **kwargs)
         key, input_shape = args
-        structure = key_of(compiled_init)
         try:
-            cache_key = (structure, _frozen(input_shape))
+            cache_key = key_of(compiled_init, input_shape)
             hash(cache_key)
-        except TypeError:  # an unhashable shape: let init explain it
-            return init(key, input_shape)
-        if structure is None:
+        except TypeError:  # e.g. an unhashable shape: let init explain it
             return init(key, input_shape)
         with _lock:
             program = _programs.get(cache_key)
             if program is not None:
                 _programs.move_to_end(cache_key)
-        if program is None:
+        if program is not None:
+            out = program(key)
+        else:  # a new one, cached once its trace succeeded
             program = _InitProgram(init, input_shape)
-        out = program(key)
-        if out is None:  # not traceable: eager, now and from now on
-            out = init(key, input_shape)
-        with _lock:
-            _programs[cache_key] = program
-            while len(_programs) > INITS:
-                _programs.popitem(last=False)
-        return out
+            out = program(key)
+            with _lock:
+                _programs[cache_key] = program
+                while len(_programs) > INITS:
+                    _programs.popitem(last=False)
+        return init(key, input_shape) if out is None else out  # None: not traceable
 
     return compiled_init
 
@@ -132,8 +131,6 @@ class _ConstantError(Exception):
 
 def _options(lowered: Any) -> dict[str, Any] | None:
     """Fast compile options for a small init on a CPU (it runs once)."""
-    from jnn._compile_cache import fast_options
-
     size = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(lowered.out_info))
     return fast_options() if size <= SMALL_INIT else None
 
@@ -145,13 +142,6 @@ def _concrete_key(key: Any) -> bool:
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         return key.shape == ()
     return key.dtype == np.uint32 and key.shape == (2,)
-
-
-def _frozen(shape: Any) -> Any:
-    """A hashable input shape, each item with its type (``2``, ``2.0``, ``True`` differ)."""
-    if isinstance(shape, (list, tuple)):
-        return tuple(_frozen(s) for s in shape)
-    return (type(shape), shape)
 
 
 def clear() -> None:

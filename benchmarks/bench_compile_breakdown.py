@@ -81,8 +81,9 @@ def measure(name, sp, donate=True, what="epoch", opts=FAST_COMPILE):
         args = (state.params, {}, *val)
     elif what == "shuffle":
         from jnn.train._epoch import epoch_order
+        from jnn.train._shuffle import split_epoch_key
 
-        fn = jax.jit(lambda k: epoch_order(k, 426, 32, True))
+        fn = jax.jit(lambda k: epoch_order(split_epoch_key(k)[1], 426, 32, True))
         args = (jax.random.key(0),)
     t0 = time.perf_counter()
     lowered = fn.lower(*args)

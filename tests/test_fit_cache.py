@@ -160,3 +160,53 @@ def test_small_epochs_compile_fast_and_train_the_same(monkeypatch):
     np.testing.assert_allclose(fast.history["loss"], full.history["loss"], rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  fast.params, full.params)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- background compile
+
+
+def _fit_new_architecture(width, compiles):
+    """(compilations, result) of the first fit of a width no other test uses."""
+    model = jnn.serial(jnn.Dense(width, activation="tanh"), jnn.Dense(1, activation="sigmoid"))
+    _, params = model.init(jax.random.key(0), (-1, 3))
+    before = compiles.count
+    res = jnn.fit(model, params, _data(), loss="bce", epochs=3, batch_size=8,
+                  key=jax.random.key(1), verbose=0)  # fmt: skip
+    return compiles.count - before, res
+
+
+def test_the_epoch_compiled_in_the_background_is_the_one_fit_runs(compiles, monkeypatch):
+    """fit compiles its first epoch in a thread while it builds the state; the first call
+    must reuse that program: as many compilations as a fit that compiles in the call, and
+    the same training."""
+    from jnn.train._cache import clear_programs
+    from jnn.train._epoch import ArrayEpoch
+
+    background, res = _fit_new_architecture(23, compiles)
+    monkeypatch.setattr(ArrayEpoch, "warm", lambda self, state: None)
+    in_call, _ = _fit_new_architecture(29, compiles)
+    assert background == in_call >= 2  # the state's start program and the epoch
+    clear_programs()
+    jax.clear_caches()
+    _, same = _fit_new_architecture(23, compiles)  # compiled afresh, in the call this time
+    np.testing.assert_array_equal(res.history["loss"], same.history["loss"])
+    jax.tree.map(np.testing.assert_array_equal, res.params, same.params)
+
+
+def test_an_error_in_the_background_compile_reaches_the_caller():
+    """A model that fails only in training mode passes fit's one-row probe (evaluation
+    mode) and fails in the epoch's trace, which runs in the background thread first: the
+    caller still gets the model's own error."""
+
+    def init(key, input_shape):
+        return input_shape, {}
+
+    def apply(params, x, *, key=None, train=False):
+        if train:
+            raise ValueError("this layer fails when training")
+        return x
+
+    model = jnn.serial(jnn.layers.Layer(init, apply), jnn.Dense(1, activation="sigmoid"))
+    _, params = model.init(jax.random.key(0), (-1, 3))
+    with pytest.raises(ValueError, match="this layer fails when training"):
+        jnn.fit(model, params, _data(), loss="bce", epochs=1, key=jax.random.key(1), verbose=0)

@@ -18,8 +18,10 @@ A long array epoch is split into several compiled calls of the same body
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -33,7 +35,8 @@ from jnn.layers._base import StatefulLayer
 from jnn.train._cache import compiler_options, program_cache, small_program
 from jnn.train._logs import MetricFns, StepTrace, Sums, batch_logs
 from jnn.train._optim import eval_params_fn
-from jnn.train._shuffle import permutation
+from jnn.train._shuffle import shuffle as shuffle_slots
+from jnn.train._shuffle import split_epoch_key
 from jnn.train._state import TrainState
 from jnn.train._step import GuardState, NanGuard, pure_step
 
@@ -50,15 +53,16 @@ def num_batches(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
-def epoch_order(key: Any, n: int, batch_size: int, shuffle: bool) -> Array:
+def epoch_order(words: Any, n: int, batch_size: int, shuffle: bool) -> Array:
     """The epoch's ``(batches, batch_size)`` slots; a slot ``>= n`` is padding.
 
-    Shuffled: a keyed permutation of all ``batches * batch_size`` slots, so the few
+    Shuffled: a permutation of all ``batches * batch_size`` slots keyed by ``words``
+    (:func:`jnn.train._shuffle.split_epoch_key`'s), so the few
     padding slots land in random batches. Not shuffled: examples in order, the
     padding at the end of the last batch.
     """
     nb = num_batches(n, batch_size)
-    slots = permutation(key, nb * batch_size) if shuffle else jnp.arange(nb * batch_size)
+    slots = shuffle_slots(words, nb * batch_size) if shuffle else jnp.arange(nb * batch_size)
     return slots.reshape(nb, batch_size)
 
 
@@ -189,9 +193,10 @@ def eval_fn(model, loss_fn, metric_fns: MetricFns, batch_size: int, plan: Any = 
 
 
 def begin_epoch(state: TrainState, n: int, batch_size: int, shuffle: bool):
-    """Split the epoch's shuffle key off ``state.key``: ``(state, order)``."""
-    key, perm_key = jax.random.split(state.key)
-    return state._replace(key=key), epoch_order(perm_key, n, batch_size, shuffle)
+    """``(state, order)``: ``state.key`` split once into its next value and the epoch's
+    shuffle (:func:`jnn.train._shuffle.split_epoch_key`)."""
+    key, words = split_epoch_key(state.key)
+    return state._replace(key=key), epoch_order(words, n, batch_size, shuffle)
 
 
 class EpochSpec(NamedTuple):
@@ -349,12 +354,29 @@ class ArrayEpoch:
         self.nb = num_batches(data[0].shape[0], spec.batch_size)
         self.chunk = Gather(*data).chunk(spec.batch_size)
         self.fixed = steps_per_call
+        self._warming: threading.Thread | None = None
         self.fast = small_program(spec.model, state.params, state.model_state, data[0], spec.plan)
         self.k = self.nb if steps_per_call is None else self._aligned(steps_per_call)
         if steps_per_call is None and self.nb > 64:  # a first guess, before any timing
             rate = _FLOPS_PER_S.get(jax.devices()[0].platform, 1e11)
             flops = step_flops(spec, state, *data)
             self.k = self._calls_for(self.nb * (flops / rate + 5e-6))
+
+    def warm(self, state: Any) -> None:
+        """Start compiling the first call's program now, in a background thread, from the
+        state's shapes (``jax.eval_shape`` of it): ``fit`` builds the state meanwhile, and
+        XLA's compile releases the GIL, so on a small CPU workload building the state
+        (its own ~30 ms program) costs no wall time. The first call waits for it."""
+        if self.k < self.nb or self.spec.plan is not None:
+            return
+        fn, args = compiled_epoch(self.spec, self.fast), (state, *self.data, self.val)
+
+        def work() -> None:  # fills jit's caches: the first call neither traces nor compiles
+            with contextlib.suppress(Exception):  # the first call compiles again and raises
+                fn.lower(*args).compile()
+
+        self._warming = threading.Thread(target=work, name="jnn-compile-epoch", daemon=True)
+        self._warming.start()
 
     def _aligned(self, k: int) -> int:
         """``k`` rounded up to whole gathered chunks (at most the epoch)."""
@@ -376,6 +398,9 @@ class ArrayEpoch:
             self.k = k
 
     def __call__(self, state: TrainState, *, interrupted: Callable[[], bool], tick) -> EpochOut:
+        if self._warming is not None:
+            self._warming.join()
+            self._warming = None
         start = time.perf_counter()
         if self.k >= self.nb:
             state, logs, g = compiled_epoch(self.spec, self.fast)(state, *self.data, self.val)

@@ -307,12 +307,8 @@ def fit(
 
     # Fresh buffers: the compiled epoch donates its state, never the caller's arrays.
     params = cast_floating(params, precision.param_dtype)
-    state = fresh_state(tx)(params, opt_state, key, model_state)
-    if plan is not None:
-        state = plan.put_state(state)
-    read_lr = lr_reader(learning_rate, state.opt_state)
-    if read_lr is not None:  # a schedule: the last step's rate, per epoch
-        history_keys.append("lr")
+    start = fresh_state(tx)
+    state_shape = jax.eval_shape(start, params, opt_state, key, model_state)
     steps_per_epoch_ = num_batches(n, batch_size) if source is None else source.length
     if log_every is not None:
         log_every = check_positive_int(where, "log_every", log_every)
@@ -322,9 +318,18 @@ def fit(
                 "data stream with len())."
             )
     runner = _epoch_runner(
-        where, smodel, loss_fn, tx, metric_fns, batch_size, shuffle, on_nan, plan, state,
-        (x, y, w), source, val, val_source, steps_per_call, log_every, bool(ema_eval),
+        where, smodel, loss_fn, tx, metric_fns, batch_size, shuffle, on_nan, plan,
+        state_shape, (x, y, w), source, val, val_source, steps_per_call, log_every,
+        bool(ema_eval),
     )  # fmt: skip
+    if isinstance(runner, ArrayEpoch):
+        runner.warm(state_shape)  # compiles in the background while the state is built
+    state = start(params, opt_state, key, model_state)
+    if plan is not None:
+        state = plan.put_state(state)
+    read_lr = lr_reader(learning_rate, state.opt_state)
+    if read_lr is not None:  # a schedule: the last step's rate, per epoch
+        history_keys.append("lr")
     history: dict[str, list[float]] = {k: [] for k in history_keys}
     done = 0  # completed epochs
     if resume:

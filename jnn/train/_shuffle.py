@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jnn._typing import Array, PRNGKey
 
@@ -55,28 +56,51 @@ def _split(n: int) -> tuple[int, int]:
 
 
 def _cipher(keys: Sequence[Array], x: Array, p: int, q: int) -> Array:
-    """One pass of the Feistel network: a bijection of ``[0, p * q)``, elementwise."""
-    u, v = x // jnp.uint32(q), x % jnp.uint32(q)  # x = u * q + v, u in Z_p, v in Z_q
+    """One pass of the Feistel network: a bijection of ``[0, p * q)``, elementwise.
+
+    Unsigned integers only, so ``lax.div``/``lax.rem`` are floor division and modulo
+    (``jnp``'s ``//`` and ``%`` add sign corrections that cost trace and compile time).
+    """
+    u, v = lax.div(x, jnp.uint32(q)), lax.rem(x, jnp.uint32(q))  # x = u * q + v
     a, b = p, q
     for k in keys:  # (u, v) -> (v, (u + F_k(v)) mod a): a bijection; the radices alternate
-        w = u + _hash(v, k) % jnp.uint32(a)
+        w = u + lax.rem(_hash(v, k), jnp.uint32(a))
         u, v, a, b = v, jnp.where(w >= a, w - jnp.uint32(a), w), b, a
     return u * jnp.uint32(b) + v  # an even number of rounds: the layout is (Z_p, Z_q) again
 
 
-def permutation(key: PRNGKey, n: int) -> Array:
-    """A pseudorandom permutation of ``0 .. n-1`` (int32), a pure function of ``key``."""
+# An epoch's randomness is ONE jax.random.split of the state's key into this many keys:
+# the first replaces the state's key, the words of the others are the shuffle's round
+# keys (every key holds >= 2 uint32 words, so they cover ROUNDS_SMALL_RADIX). One split,
+# not a split and then random.bits: each threefry call is traced, lowered and compiled
+# into the epoch program (the seed epoch's lowering shrank by a tenth).
+EPOCH_KEYS = 1 + ROUNDS_SMALL_RADIX // 2
+
+
+def split_epoch_key(key: PRNGKey) -> tuple[PRNGKey, Array]:
+    """``(next_key, words)``: the key that replaces ``key`` after an epoch (the same for
+    array and streamed epochs) and the uint32 words that key a :func:`shuffle`."""
+    keys = jax.random.split(key, EPOCH_KEYS)
+    return keys[0], jax.random.key_data(keys[1:]).reshape(-1).astype(jnp.uint32)
+
+
+def shuffle(words: Array, n: int) -> Array:
+    """A pseudorandom permutation of ``0 .. n-1`` (int32) keyed by uint32 ``words``
+    (:func:`split_epoch_key`'s); a pure function of them."""
     if n == 1:
         return jnp.zeros((1,), jnp.int32)
     p, q = _split(n)
-    keys = list(
-        jax.random.bits(key, (ROUNDS if min(p, q) >= 16 else ROUNDS_SMALL_RADIX,), jnp.uint32)
-    )
+    keys = list(words[: ROUNDS if min(p, q) >= 16 else ROUNDS_SMALL_RADIX])
     y = _cipher(keys, jnp.arange(n, dtype=jnp.uint32), p, q)
     if p * q > n:  # cycle walking: re-encrypt the few values that fell outside [0, n)
 
         def walk(y):
             return jnp.where(y >= n, _cipher(keys, y, p, q), y)
 
-        y = jax.lax.while_loop(lambda y: jnp.any(y >= n), walk, y)
+        y = lax.while_loop(lambda y: jnp.any(y >= n), walk, y)
     return y.astype(jnp.int32)
+
+
+def permutation(key: PRNGKey, n: int) -> Array:
+    """The permutation of ``0 .. n-1`` an epoch starting from ``key`` uses (int32)."""
+    return shuffle(split_epoch_key(key)[1], n)

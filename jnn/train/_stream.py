@@ -35,6 +35,7 @@ from jnn._data import check_positive_int, check_xy
 from jnn.train._cache import program_cache
 from jnn.train._epoch import EpochOut, eval_scan, train_scan, zero_sums
 from jnn.train._logs import StepTrace, Sums, batch_logs
+from jnn.train._shuffle import split_epoch_key
 from jnn.train._state import TrainState
 from jnn.train._step import NanGuard, pure_step
 
@@ -501,7 +502,7 @@ class StreamEpoch:
 
     def __call__(self, state: TrainState, *, interrupted, tick) -> EpochOut:
         epoch = self.source.epochs_started
-        key, _ = jax.random.split(state.key)  # as the array epoch does (its shuffle key)
+        key, _ = split_epoch_key(state.key)  # as the array epoch does (no shuffle here)
         state = state._replace(key=key)
         if self.log_shapes is None:  # the metrics' shapes, once
             logs = lambda *args: self.step(*args)[1]  # noqa: E731

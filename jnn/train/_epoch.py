@@ -369,7 +369,8 @@ class ArrayEpoch:
         (its own ~30 ms program) costs no wall time. The first call waits for it."""
         if self.k < self.nb or self.spec.plan is not None:
             return
-        fn, args = compiled_epoch(self.spec, self.fast), (state, *self.data, self.val)
+        fn: Any = compiled_epoch(self.spec, self.fast)  # a jax.jit object
+        args = (state, *self.data, self.val)
 
         def work() -> None:  # fills jit's caches: the first call neither traces nor compiles
             with contextlib.suppress(Exception):  # the first call compiles again and raises

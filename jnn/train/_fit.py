@@ -307,8 +307,8 @@ def fit(
 
     # Fresh buffers: the compiled epoch donates its state, never the caller's arrays.
     params = cast_floating(params, precision.param_dtype)
-    start = fresh_state(tx)
-    state_shape = jax.eval_shape(start, params, opt_state, key, model_state)
+    new_state = fresh_state(tx)
+    state_shape = jax.eval_shape(new_state, params, opt_state, key, model_state)
     steps_per_epoch_ = num_batches(n, batch_size) if source is None else source.length
     if log_every is not None:
         log_every = check_positive_int(where, "log_every", log_every)
@@ -324,7 +324,7 @@ def fit(
     )  # fmt: skip
     if isinstance(runner, ArrayEpoch):
         runner.warm(state_shape)  # compiles in the background while the state is built
-    state = start(params, opt_state, key, model_state)
+    state = new_state(params, opt_state, key, model_state)
     if plan is not None:
         state = plan.put_state(state)
     read_lr = lr_reader(learning_rate, state.opt_state)

@@ -329,6 +329,11 @@ CASES = {
         ValueError,
         "non-negative",
     ),
+    "fit loss without weights": (
+        lambda t: fit(loss=lambda pred, target: jnp.mean(pred)),
+        TypeError,
+        "the loss and metric functions must accept a keyword argument `weights`",
+    ),
     "fit early_stopping unknown": (
         lambda t: fit(early_stopping=jnn.EarlyStopping(monitor="val_los")),
         ValueError,
@@ -343,10 +348,19 @@ CASES = {
     "evaluate label too big": (lambda t: evaluate((X, Y + 3)), ValueError, r"in \[0, 3\)"),
     "evaluate empty": (lambda t: evaluate((X[:0], Y[:0])), ValueError, "x is empty"),
     "evaluate NaN": (lambda t: evaluate((NAN_X, Y)), ValueError, "NaN/Inf"),
-    "evaluate batch_size 0": (lambda t: evaluate(batch_size=0), ValueError, "batch_size"),
+    "evaluate batch_size 0": (
+        lambda t: evaluate(batch_size=0),
+        ValueError,
+        r"^evaluate: batch_size must be a positive int, got 0",
+    ),
     "evaluate loss typo": (lambda t: evaluate(loss="mse2"), ValueError, "Did you mean 'mse'"),
     "evaluate other params": (lambda t: evaluate(params=_other_params()), ValueError, "dense_1"),
     "evaluate nothing": (lambda t: evaluate(loss=None), ValueError, "give a loss and/or metrics"),
+    "predict stream steps 0": (
+        lambda t: predict(iter([X]), steps=0),
+        ValueError,
+        r"^predict: steps must be a positive int, got 0",
+    ),
     "predict wrong features": (
         lambda t: predict(X[:, :4]),
         ValueError,

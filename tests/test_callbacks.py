@@ -47,6 +47,25 @@ def test_class_weight_is_a_product_with_sample_weight(problem):
     np.testing.assert_allclose(balanced.history["loss"], want.history["loss"], rtol=1e-6)
 
 
+@pytest.mark.parametrize("labels", ["one-hot", "ids"])
+def test_class_weight_reads_each_examples_class(labels):
+    """class_weight weighs each example by its own class, whether the labels are class ids
+    or one-hot rows (the one-hot class is the argmax of each row)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    ids = rng.integers(0, 3, size=60)
+    y = np.eye(3, dtype=np.float32)[ids] if labels == "one-hot" else ids.astype(np.int32)
+    loss = "categorical_crossentropy" if labels == "one-hot" else "cross_entropy"
+    model = jnn.Dense(3)
+    _, params = model.init(jax.random.key(0), (-1, 3))
+    kw = dict(loss=loss, batch_size=16, epochs=2, key=jax.random.key(1), verbose=0)
+    cw = {0: 1.0, 1: 3.0, 2: 0.5}
+    got = jnn.fit(model, params, (x, y), class_weight=cw, **kw)
+    manual = np.array([cw[int(i)] for i in ids], np.float32)
+    want = jnn.fit(model, params, (x, y), sample_weight=manual, **kw)
+    assert got.history == want.history
+
+
 def test_class_weight_bad_input_raises_before_compiling(problem):
     with pytest.raises(ValueError, match=r"no weight for label\(s\) \[1\]"):
         _fit(problem, class_weight={0: 1.0, 2: 3.0})

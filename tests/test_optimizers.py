@@ -140,6 +140,8 @@ def test_frozen_params_bit_identical_no_state_and_trainable_ones_as_handwritten(
          "at the root, trainable= has 'head', which the params lack"),
         (dict(trainable={"dense_0": {"w": True}, "dense_1": True}), ValueError,
          "at dense_0, trainable= lacks 'b'"),
+        (dict(trainable={"dense_0": True, "dense_1": {"w": True}}), ValueError,
+         "at dense_1, trainable= lacks 'b'"),  # past a key that matches
         (dict(policy="mixed_bfloat"), ValueError, "Did you mean 'mixed_bfloat16'"),
     ],
 )  # fmt: skip

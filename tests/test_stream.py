@@ -202,6 +202,36 @@ def test_bad_streams_fail_clearly():
         fit((x, y), steps_per_epoch=3)
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["fast path", "checked path"])
+def test_stream_errors_name_the_batch_by_its_index_in_the_stream(weighted):
+    """After groups of k = 2 batches (plain numpy pairs take the fast path, triples with
+    weights the checked one), a bad batch or NaN is named by its index in the stream."""
+    x, y = _data(8 * 7)
+    w = np.ones(len(x), np.float32) if weighted else None
+    good = list(_batches(x, y, bsz=8, w=w)())  # 7 batches of 8 rows
+
+    def fit(data):
+        return jnn.fit(_model(), _params(), iter(data), epochs=1, steps_per_call=2, **FIT)
+
+    wrong = (x[:8, :3], *good[5][1:])  # 3 features instead of 5
+    with pytest.raises(ValueError, match=r"batch 5 of the stream: x has shape \(8, 3\)"):
+        fit([*good[:5], wrong, good[6]])
+    nan_x = x[:8].copy()
+    nan_x[2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"NaN/Inf in the stream's batches 4\.\.5\."):
+        fit([*good[:5], (nan_x, *good[5][1:]), good[6]])
+
+
+def test_a_one_batch_stream_evaluates_as_its_arrays():
+    x, y = _data(B)
+    params = _params()
+    want = jnn.evaluate(_model(), params, (x, y), loss="bce", batch_size=B)
+    got = jnn.evaluate(_model(), params, iter([(x, y)]), loss="bce")
+    assert got == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="the data stream produced no batch"):
+        jnn.evaluate(_model(), params, iter([]), loss="bce")
+
+
 def test_errors_in_the_loader_reach_the_caller():
     x, y = _data()
 

@@ -210,3 +210,43 @@ def test_an_error_in_the_background_compile_reaches_the_caller():
     _, params = model.init(jax.random.key(0), (-1, 3))
     with pytest.raises(ValueError, match="this layer fails when training"):
         jnn.fit(model, params, _data(), loss="bce", epochs=1, key=jax.random.key(1), verbose=0)
+
+
+def _flops(model, shape):
+    from jnn.train._cache import jaxpr_flops
+
+    smodel = jnn.stateful(model)
+    _, params, state = smodel.init(jax.random.key(0), (-1, *shape[1:]))
+    x = jax.ShapeDtypeStruct(shape, np.float32)
+    fn = lambda p, s, x: smodel.apply(p, s, x, train=False)[0]  # noqa: E731
+    ours = jaxpr_flops(jax.make_jaxpr(fn)(params, state, x).jaxpr)
+    return ours, jax.jit(fn).lower(params, state, x).cost_analysis()["flops"]
+
+
+@pytest.mark.parametrize(
+    "model, shape",
+    [
+        (jnn.serial(jnn.Dense(10, activation="relu"), jnn.Dense(1, activation="sigmoid")),
+         (1, 10)),
+        (jnn.serial(jnn.Conv(8, (3, 3)), jnn.Flatten(), jnn.Dense(4)), (1, 16, 16, 3)),
+        (jnn.serial(jnn.Conv(6, (3, 3), strides=2), jnn.Flatten(), jnn.Dense(4)), (1, 9, 9, 2)),
+    ],
+    ids=["mlp", "conv", "strided conv"],
+)  # fmt: skip
+def test_the_flops_that_choose_fast_compiles_match_xlas_cost_analysis(model, shape):
+    """The small-program estimate counts the jaxpr (no lowering): close to XLA's own cost
+    analysis of the lowered program (above it by at most a third where a padded
+    convolution's windows reach past the edges: XLA leaves the padding out)."""
+    ours, xla = _flops(model, shape)
+    assert 0.9 * xla <= ours <= 1.35 * xla
+
+
+def test_the_flops_of_a_scan_count_every_step():
+    """XLA's cost analysis counts a loop body once; the estimate counts a scan's body
+    ``length`` times, so a recurrent layer over 20 steps costs twice 10 steps, and at
+    least the gates' multiply-adds (4 gates of (inputs + hidden) x hidden per step)."""
+    model = jnn.serial(jnn.LSTM(16), jnn.Dense(1))
+    ten, _ = _flops(model, (1, 10, 4))
+    twenty, _ = _flops(model, (1, 20, 4))
+    assert twenty == pytest.approx(2 * ten, rel=0.1)
+    assert twenty >= 20 * 2 * 4 * (4 + 16) * 16

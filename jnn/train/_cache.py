@@ -20,6 +20,7 @@ persistent compilation cache.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -124,10 +125,10 @@ def small_program(
     and backward; 1 for evaluate/predict) make a program small enough to compile fast
     (CPU only, no mesh): at most :data:`SMALL_EPOCH_FLOPS`.
 
-    The forward pass of one example is XLA's cost analysis of the lowered (not compiled)
-    model, remembered per model structure and row shape. A quick bound first: every
-    parameter is used at least once per example, so ``2 * passes * params * rows`` above
-    the limit needs no lowering.
+    The forward pass of one example is counted on its jaxpr (:func:`jaxpr_flops`; a
+    trace, no lowering), remembered per model structure and row shape. A quick bound
+    first: every parameter is used at least once per example, so ``2 * passes * params *
+    rows`` above the limit needs no trace.
     """
     import jax
 
@@ -160,14 +161,56 @@ def _forward_flops(model: Any, params: Any, model_state: Any, row: Any) -> float
 
     try:
         fn = lambda p, s, x: model.apply(p, s, x, train=False)[0]  # noqa: E731
-        lowered = jax.jit(fn).lower(rebuild(params), rebuild(model_state), row)
-        return float((lowered.cost_analysis() or {}).get("flops", 0.0))
+        return jaxpr_flops(jax.make_jaxpr(fn)(rebuild(params), rebuild(model_state), row).jaxpr)
     except Exception:  # an estimate only: unknown means "not small"
         return 0.0
+
+
+def jaxpr_flops(jaxpr: Any) -> float:
+    """Flops of a jaxpr, estimated as XLA's cost analysis counts them: 2 per multiply-add of
+    a ``dot_general`` or convolution, one per output element of any other operation;
+    nested jaxprs (jit, custom derivatives, remat) once, a ``scan`` body ``length``
+    times, a ``cond`` by its costliest branch, a ``while`` loop as infinite (its trip
+    count is unknown). Used to choose the compile options, never for results."""
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        subs = [sub for value in eqn.params.values() for sub in _sub_jaxprs(value)]
+        if name == "while":
+            return math.inf
+        if name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2.0 * _size(eqn.outvars) * math.prod(lhs[d] for d in contract)
+        elif name == "conv_general_dilated":  # each output: kernel window x input features
+            rhs = eqn.invars[1].aval.shape
+            out_features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+            total += 2.0 * _size(eqn.outvars) * math.prod(rhs) / out_features
+        elif name == "cond":
+            total += max(jaxpr_flops(sub) for sub in subs)
+        elif subs:
+            total += eqn.params.get("length", 1) * sum(jaxpr_flops(sub) for sub in subs)
+        else:
+            total += _size(eqn.outvars)
+    return total
+
+
+def _sub_jaxprs(value: Any) -> list[Any]:
+    """The jaxprs an equation parameter holds (a closed jaxpr, a jaxpr, or a tuple of them)."""
+    if isinstance(value, (tuple, list)):
+        return [sub for v in value for sub in _sub_jaxprs(v)]
+    inner = getattr(value, "jaxpr", None)  # a ClosedJaxpr
+    if inner is not None and hasattr(inner, "eqns"):
+        return [inner]
+    return [value] if hasattr(value, "eqns") else []
+
+
+def _size(outvars: Any) -> int:
+    return sum(math.prod(getattr(v.aval, "shape", ())) for v in outvars)
 
 
 _clearers.append(_forward_flops.cache_clear)
 
 
 __all__ = ["MODELS", "PROGRAMS", "SMALL_EPOCH_FLOPS", "canonical", "clear_programs",
-           "compiler_options", "program_cache", "small_program"]  # fmt: skip
+           "compiler_options", "jaxpr_flops", "program_cache", "small_program"]  # fmt: skip

@@ -235,6 +235,19 @@ def test_cell_gradients_match_finite_differences(make):
         check_grads(f, (params, x, state), order=1, modes=["fwd", "rev"])
 
 
+@pytest.mark.parametrize("make", [jnn.LSTM, jnn.GRU, jnn.SimpleRNN])
+def test_bfloat16_inputs_compute_in_bfloat16_with_float32_params(make):
+    """Params stay float32; the recurrence (input projection, bias, state) runs in the
+    inputs' dtype, and agrees with the float32 computation to bfloat16's precision."""
+    layer = make(6, return_sequences=True)
+    _, params = layer.init(jax.random.key(0), (-1, 5, 3))
+    x = jax.random.normal(jax.random.key(1), (2, 5, 3))
+    params = jax.tree.map(lambda a: a + 0.1, params)  # non-zero biases
+    low = layer.apply(params, x.astype(jnp.bfloat16))
+    assert low.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(low, np.float32), layer.apply(params, x), atol=0.05)
+
+
 def test_extreme_inputs_stay_finite():
     layer = jnn.LSTM(4, return_sequences=True)
     _, params = layer.init(jax.random.key(0), (-1, 3, 2))

@@ -6,6 +6,7 @@ Usage (from the repository root; not in CI, see tools/mutation.md)::
     python tools/mutation.py losses            # every mutant of jnn/losses.py
     python tools/mutation.py layers --sample 150 --seed 0
     python tools/mutation.py --report          # the score table of every group run so far
+    python tools/mutation.py layers --recheck  # its survivors again, with the tests written since
 
 Each group runs in its own copy of the repository, ``.mutation/<group>/`` (gitignored),
 whose ``pyproject.toml`` [tool.mutmut] names only that group's source files and its fast
@@ -165,6 +166,25 @@ def run(group: str, sample: int | None, seed: int, max_children: int) -> None:
     summarize(group)
 
 
+def recheck(group: str, max_children: int) -> None:
+    """Run the group's survivors again against the current tests (after writing tests for
+    them): fresh copies of jnn/ and tests/, and a fresh stats pass, so that the new tests
+    are among those each mutant runs."""
+    where = WORK / group
+    if not where.exists():
+        raise SystemExit(f"{group} never ran: nothing to recheck")
+    survivors = [name for name, status in _results(where).items() if status == "survived"]
+    sample_file = where / "sample.txt"
+    if sample_file.exists():
+        wanted = set(sample_file.read_text().split())
+        survivors = [name for name in survivors if name in wanted]
+    if survivors:
+        where = _prepare(group)
+        (where / "mutmut-stats.json").unlink(missing_ok=True)
+        _mutmut(where, "run", "--max-children", str(max_children), *survivors)
+    summarize(group)
+
+
 def summarize(group: str) -> dict[str, int] | None:
     """Write ``survivors.txt`` for a group; counts by outcome (``checked``, ``killed``,
     ``timeout``, ``survived``, ``no tests``), or None if the group never ran."""
@@ -221,9 +241,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-children", type=int, default=1)
     parser.add_argument("--report", action="store_true", help="print the score table")
+    parser.add_argument(
+        "--recheck", action="store_true", help="run the group's survivors again (new tests)"
+    )
     args = parser.parse_args()
     if args.report:
         report()
+    elif args.group and args.recheck:
+        recheck(args.group, args.max_children)
     elif args.group:
         run(args.group, args.sample, args.seed, args.max_children)
     else:

@@ -363,18 +363,23 @@ class ArrayEpoch:
             self.k = self._calls_for(self.nb * (flops / rate + 5e-6))
 
     def warm(self, state: Any) -> None:
-        """Start compiling the first call's program now, in a background thread, from the
-        state's shapes (``jax.eval_shape`` of it): ``fit`` builds the state meanwhile, and
-        XLA's compile releases the GIL, so on a small CPU workload building the state
-        (its own ~30 ms program) costs no wall time. The first call waits for it."""
+        """Trace and lower the first call's program now, from the state's shapes
+        (``jax.eval_shape`` of it), and compile it in a background thread: ``fit`` builds
+        the state meanwhile, and XLA's compile (or its load from the persistent cache)
+        releases the GIL, so the state's own small program costs no wall time. Tracing
+        stays on this thread: two threads tracing at once only take turns with the GIL.
+        The first call waits for the thread; an error here is raised by that call."""
         if self.k < self.nb or self.spec.plan is not None:
             return
         fn: Any = compiled_epoch(self.spec, self.fast)  # a jax.jit object
-        args = (state, *self.data, self.val)
+        try:
+            lowered = fn.lower(state, *self.data, self.val)
+        except Exception:  # the first call traces again and raises it
+            return
 
         def work() -> None:  # fills jit's caches: the first call neither traces nor compiles
             with contextlib.suppress(Exception):  # the first call compiles again and raises
-                fn.lower(*args).compile()
+                lowered.compile()
 
         self._warming = threading.Thread(target=work, name="jnn-compile-epoch", daemon=True)
         self._warming.start()

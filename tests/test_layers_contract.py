@@ -2,6 +2,7 @@
 it was given, its params take the dtype asked for, and its errors name the layer and the
 argument. (Written for mutants of jnn/layers that survived: see tools/mutation.md.)"""
 
+import functools
 import inspect
 
 import jax
@@ -158,6 +159,55 @@ def _apply_error(layer, shape, x):
             TypeError,
             r"^repeat: layer: expected a jnn\.Layer or jnn\.StatefulLayer, got str",
         ),
+        (
+            lambda: lambda: jnn.MultiHeadAttention(2, out_features=0),
+            ValueError,
+            r"^MultiHeadAttention: out_features must be a positive int or None, got 0\.$",
+        ),
+        (
+            lambda: lambda: jnn.Conv(4, (3, 3), groups=0),
+            ValueError,
+            r"^Conv\(4, \(3, 3\)\): groups must be a positive int, got 0\.$",
+        ),
+        (
+            lambda: lambda: jnn.Conv(4, (3, 3)).init(K, (-1, 5)),
+            ValueError,
+            r"^Conv\(4, \(3, 3\)\)\.init: expected an input_shape of rank >= 3, "
+            r"\(\*batch, \*spatial\[2\], channels\), got \(-1, 5\)\.$",
+        ),
+        (
+            lambda: lambda: jnn.RMSNorm(epsilon=-1.0),
+            ValueError,
+            r"^RMSNorm: epsilon must be a number > 0, got -1\.0\.$",
+        ),
+        (
+            lambda: lambda: jnn.LSTM(4).init(K, (-1, 3)),
+            ValueError,
+            r"^LSTM\(4\)\.init: expected an input shape \(batch, T, features\), got \(-1, 3\)\. "
+            r"For one sequence .* add a batch axis \(x\[None\]\); for one time step per "
+            r"example use a cell \(jnn\.LSTMCell, jnn\.GRUCell\) or reshape to "
+            r"\(batch, 1, features\)\.$",
+        ),
+    ]
+    + [
+        (
+            lambda make=make, shape=shape, want=want: (
+                lambda: make(
+                    kernel_init=lambda key, shape, dtype=jnp.float32: jnp.zeros((1,), dtype)
+                ).init(K, shape)
+            ),
+            ValueError,
+            rf"^{want}\.init: the initializer of parameter 'w' returned shape \(1,\), expected",
+        )
+        for make, shape, want in [
+            (functools.partial(jnn.Dense, 4), (-1, 3), r"Dense\(4\)"),
+            (functools.partial(jnn.Conv, 4, (3, 3)), (-1, 8, 8, 3), r"Conv\(4, \(3, 3\)\)"),
+            (
+                functools.partial(jnn.ConvTranspose, 4, (3, 3)),
+                (-1, 8, 8, 3),
+                r"ConvTranspose\(4, \(3, 3\)\)",
+            ),
+        ]
     ],
 )
 def test_errors_name_the_layer(make, error, match):

@@ -471,8 +471,16 @@ def init_param(
     if jnp.dtype(dtype).itemsize < 4 and jnp.issubdtype(dtype, jnp.floating):
         # 16-bit floats: drawn in float32 and rounded (e.g. the orthogonal initializer's
         # QR decomposition has no bfloat16 or float16 kernel).
-        return initializer(key, shape, jnp.float32).astype(dtype)
-    return initializer(key, shape, dtype)
+        value = jnp.asarray(initializer(key, shape, jnp.float32)).astype(dtype)
+    else:
+        value = jnp.asarray(initializer(key, shape, dtype))
+    if value.shape != shape:  # a custom initializer: never broadcast its result silently
+        raise ValueError(
+            f"{name}.init: the initializer of parameter {what!r} returned shape "
+            f"{tuple(value.shape)}, expected {shape}; an initializer is called as "
+            "init(key, shape, dtype) and must return that shape."
+        )
+    return value
 
 
 def feature_dim(name: str, input_shape: Shape, *, min_rank: int = 1) -> int:

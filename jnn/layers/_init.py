@@ -65,14 +65,16 @@ def compiling(init: Callable, key_of: Callable[[Callable, Any], Any]) -> Callabl
         except TypeError:  # e.g. an unhashable shape: let init explain it
             return init(key, input_shape)
         with _lock:
-            program = _programs.get(cache_key)
-            if program is not None:
+            seen = _programs.get(cache_key)
+            if seen is not None:
                 _programs.move_to_end(cache_key)
-        if program is not None:
+        fresh = seen is None  # a new one is cached once its trace succeeded
+        program = _InitProgram(init, input_shape) if seen is None else seen
+        try:
             out = program(key)
-        else:  # a new one, cached once its trace succeeded
-            program = _InitProgram(init, input_shape)
-            out = program(key)
+        except Exception:  # bad input: the eager init raises it, without JAX's traceback note
+            return init(key, input_shape)
+        if fresh:
             with _lock:
                 _programs[cache_key] = program
                 while len(_programs) > INITS:

@@ -22,7 +22,7 @@ _COMPILES: list[str] = []
 
 def _on_event(event: str, duration: float, **kwargs) -> None:
     if event == "/jax/core/compile/backend_compile_duration":
-        _COMPILES.append(event)
+        _COMPILES.append(kwargs.get("fun_name", "?"))  # e.g. "jit(epoch)"
 
 
 jax.monitoring.register_event_duration_secs_listener(_on_event)
@@ -37,5 +37,10 @@ def compiles():
         @property
         def count(self) -> int:
             return len(_COMPILES) - start
+
+        @property
+        def names(self) -> list[str]:
+            """The compiled programs' names, in order (``jit(<function name>)``)."""
+            return _COMPILES[start:]
 
     return Counter()

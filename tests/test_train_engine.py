@@ -5,6 +5,7 @@ statistical properties cannot be seen through fit's public results, so they are
 tested directly. Everything else goes through jnn.fit.
 """
 
+import itertools
 import math
 import os
 import signal
@@ -154,11 +155,10 @@ def test_ctrl_c_lands_inside_a_long_epoch():
     y = x[:, :1].copy()
     model = jnn.Dense(1)
     _, params = model.init(jax.random.key(0), (-1, 2))
-    steps = [0]
+    steps = itertools.count(1)  # next() is atomic: callbacks may run on several threads
 
     def count(_):
-        steps[0] += 1
-        if steps[0] == 1000:
+        if next(steps) == 1000:  # exactly one Ctrl-C (a second one raises KeyboardInterrupt)
             os.kill(os.getpid(), signal.SIGINT)
 
     def mse(pred, target, *, weights=None):

@@ -24,8 +24,9 @@ MEANS = "jax.tree.map(lambda s, v: s + v, self.sums, logs), self.weight + 1.0"
 
 # name: (file, original text, planted text, count of the original, tests)
 BUGS: dict[str, tuple[str, str, str, int, str]] = {
-    "shuffle": ("jnn/train/_epoch.py", "permutation(key, nb", "permutation(jax.random.key(0), nb",
-                1, BLIND + "test_fit_shuffles_every_epoch_by_its_key"),
+    "shuffle": ("jnn/train/_epoch.py", "shuffle_slots(words, nb",
+                "shuffle_slots(jnp.zeros_like(words), nb", 1,
+                BLIND + "test_fit_shuffles_every_epoch_by_its_key"),
     "dropout": ("jnn/train/_step.py", "dropout_key = jax.random.fold_in(state.key, state.step)",
                 "dropout_key = state.key", 1,
                 BLIND + "test_dropout_mask_changes_every_step_and_repeats_for_the_same_key_"

@@ -19,8 +19,6 @@ BLIND = "tests/test_blind_spots.py::"
 CONV_BIAS = 'y = y + params["b"].reshape((1,) * (y.ndim - 1) + (features,))'
 FLAT = "jax.tree.flatten((params, model_state))"
 FRESH = "jax.tree.flatten((model.init(jax.random.key(0), (-1, *feature_shape))[1], model_state))"
-SUMS = "jax.tree.map(lambda s, v: s + v * total, self.sums, logs), self.weight + total"
-MEANS = "jax.tree.map(lambda s, v: s + v, self.sums, logs), self.weight + 1.0"
 
 # name: (file, original text, planted text, count of the original, tests)
 BUGS: dict[str, tuple[str, str, str, int, str]] = {
@@ -36,8 +34,9 @@ BUGS: dict[str, tuple[str, str, str, int, str]] = {
     "batchnorm": ("jnn/layers/_norm.py", "return _affine(params, y), new_state",
                   "return y, new_state", 1,
                   BLIND + "test_batch_norm_uses_scale_bias_and_running_statistics"),
-    "rmsnorm": ("jnn/layers/_norm.py", "return _affine(params, x * lax.rsqrt(ms + epsilon))",
-                "return x * lax.rsqrt(ms + epsilon)", 1,
+    "rmsnorm": ("jnn/layers/_norm.py",
+                "return _affine(params, (xf * lax.rsqrt(ms + epsilon)).astype(x.dtype))",
+                "return (xf * lax.rsqrt(ms + epsilon)).astype(x.dtype)", 1,
                 BLIND + "test_layer_norm_and_rms_norm_use_their_scale_and_bias"),
     # ConvTranspose is the second layer of _conv.py that adds its bias this way
     "conv_transpose_bias": ("jnn/layers/_conv.py", CONV_BIAS, "y = y", 2,
@@ -51,9 +50,10 @@ BUGS: dict[str, tuple[str, str, str, int, str]] = {
                      "tests/test_export.py::test_load_in_fresh_process_matches_predict "
                      "tests/test_cli.py::test_predict_formats "
                      "tests/test_serve.py::test_single_example_and_batch"),
-    "kfold": ("jnn/experiments.py", "np.arange(n) % k", "(np.arange(n) + 1) % k", 1,
+    "kfold": ("jnn/experiments/_folds.py", "np.arange(n) % k", "(np.arange(n) + 1) % k", 1,
               BLIND + "test_kfold_matches_scikit_learn_kfold_semantics"),
-    "batch_means": ("jnn/train/_logs.py", SUMS, MEANS, 1,
+    "batch_means": ("jnn/train/_logs.py", "total = jnp.sum(w)",
+                    "total = jnp.ones_like(jnp.sum(w))", 1,
                     BLIND + "test_epoch_logs_are_weighted_means_over_examples_not_means_"
                     "of_batch_means"),
 }  # fmt: skip

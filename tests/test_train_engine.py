@@ -18,9 +18,15 @@ from scipy import stats
 
 import jnn
 from jnn.train._epoch import EpochSpec, compiled_epoch, epoch_order
-from jnn.train._shuffle import permutation, split_epoch_key
+from jnn.train._shuffle import shuffle as shuffle_slots
+from jnn.train._shuffle import split_epoch_key
 
 # --------------------------------------------------------------------------- the shuffle
+
+
+def permutation(key, n):
+    """The permutation of ``0 .. n-1`` an epoch starting from ``key`` uses."""
+    return shuffle_slots(split_epoch_key(key)[1], n)
 
 
 def _perms(n: int, keys: int, seed: int = 0) -> np.ndarray:

@@ -99,8 +99,3 @@ def shuffle(words: Array, n: int) -> Array:
 
         y = lax.while_loop(lambda y: jnp.any(y >= n), walk, y)
     return y.astype(jnp.int32)
-
-
-def permutation(key: PRNGKey, n: int) -> Array:
-    """The permutation of ``0 .. n-1`` an epoch starting from ``key`` uses (int32)."""
-    return shuffle(split_epoch_key(key)[1], n)

@@ -166,6 +166,16 @@ def run(group: str, sample: int | None, seed: int, max_children: int) -> None:
     summarize(group)
 
 
+def _sampled(where: Path) -> dict[str, str]:
+    """:func:`_results`, only the mutants of the sample when the run drew one."""
+    status = _results(where)
+    sample_file = where / "sample.txt"
+    if sample_file.exists():
+        wanted = set(sample_file.read_text().split())
+        status = {k: v for k, v in status.items() if k in wanted}
+    return status
+
+
 def recheck(group: str, max_children: int) -> None:
     """Run the group's survivors again against the current tests (after writing tests for
     them): fresh copies of jnn/ and tests/, and a fresh stats pass, so that the new tests
@@ -173,11 +183,7 @@ def recheck(group: str, max_children: int) -> None:
     where = WORK / group
     if not where.exists():
         raise SystemExit(f"{group} never ran: nothing to recheck")
-    survivors = [name for name, status in _results(where).items() if status == "survived"]
-    sample_file = where / "sample.txt"
-    if sample_file.exists():
-        wanted = set(sample_file.read_text().split())
-        survivors = [name for name in survivors if name in wanted]
+    survivors = [name for name, status in _sampled(where).items() if status == "survived"]
     if survivors:
         where = _prepare(group)
         (where / "mutmut-stats.json").unlink(missing_ok=True)
@@ -191,11 +197,7 @@ def summarize(group: str) -> dict[str, int] | None:
     where = WORK / group
     if not where.exists():
         return None
-    status = _results(where)
-    sample_file = where / "sample.txt"
-    if sample_file.exists():
-        wanted = set(sample_file.read_text().split())
-        status = {k: v for k, v in status.items() if k in wanted}
+    status = _sampled(where)
     checked = {k: v for k, v in status.items() if v not in ("not checked", "skipped")}
     # "check was interrupted by user" is pytest's exit status 2, which is also what a
     # collection error gives: a mutant that breaks importing the tests is detected.

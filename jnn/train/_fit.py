@@ -322,8 +322,6 @@ def fit(
         state_shape, (x, y, w), source, val, val_source, steps_per_call, log_every,
         bool(ema_eval),
     )  # fmt: skip
-    if isinstance(runner, ArrayEpoch):
-        runner.warm(state_shape)  # compiles in the background while the state is built
     state = new_state(params, opt_state, key, model_state)
     if plan is not None:
         state = plan.put_state(state)
@@ -409,7 +407,9 @@ def _epoch_runner(
     source, val, val_source, steps_per_call, log_every=None, ema_eval=False,
 ):  # fmt: skip
     """``fit``'s epoch: ``runner(state, interrupted=, tick=) -> EpochOut``, for arrays or a
-    stream, validated inside the compiled epoch (arrays) or after it (streams)."""
+    stream, validated inside the compiled epoch (arrays) or after it (streams). ``state``
+    may be the state's shapes: an array epoch starts compiling its program from them
+    (:meth:`ArrayEpoch.warm`), in the background while ``fit`` builds the state."""
     fused_val = source is None and val_source is None and val is not None
     spec = EpochSpec(
         model,
@@ -428,6 +428,7 @@ def _epoch_runner(
     if source is None:
         xd, yd, wd = jax.device_put(data) if plan is None else plan.put_data(where, data)
         runner: Any = ArrayEpoch(spec, state, (xd, yd, wd), val, steps_per_call)
+        runner.warm(state)
     else:
         runner = StreamEpoch(
             where=where, source=source, model=model, loss_fn=loss_fn, tx=tx,

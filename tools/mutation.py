@@ -94,7 +94,10 @@ def _config(sources: list[str], tests: list[str]) -> str:
         f"source_paths = {strings(sources)}\n"
         f"pytest_add_cli_args_test_selection = {strings(tests)}\n"
         'also_copy = ["jnn/", "examples/"]  # the unmutated rest; tests import examples\n'
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-n", "0", "--no-header"]\n'
+        # A real SIGINT timed against a long epoch: mutmut's trampolines slow the Python
+        # around it, so its clean run fails for reasons no mutant causes.
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-n", "0", "--no-header", "--deselect",'
+        ' "tests/test_train_engine.py::test_ctrl_c_lands_inside_a_long_epoch"]\n'
         'process_isolation = "forkserver"\n'
         # A worker compiles what the stats pass (one process, caches shared by every test)
         # did not: mutmut's default limit (15x each test's share of that pass) timed out

@@ -94,8 +94,9 @@ def _config(sources: list[str], tests: list[str]) -> str:
         f"source_paths = {strings(sources)}\n"
         f"pytest_add_cli_args_test_selection = {strings(tests)}\n"
         'also_copy = ["jnn/", "examples/"]  # the unmutated rest; tests import examples\n'
-        # A real SIGINT timed against a long epoch: mutmut's trampolines slow the Python
-        # around it, so its clean run fails for reasons no mutant causes.
+        # The Ctrl-C test sends a real SIGINT to the process running the tests: under
+        # mutmut's stats pass it fails for reasons no mutant causes (still so after it
+        # stopped being timed against the clock).
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-n", "0", "--no-header", "--deselect",'
         ' "tests/test_train_engine.py::test_ctrl_c_lands_inside_a_long_epoch"]\n'
         'process_isolation = "forkserver"\n'

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from jnn._typing import Array
 from jnn.layers._base import StatefulLayer
@@ -83,12 +84,13 @@ class Gather(NamedTuple):
     def __call__(self, slots: Array) -> tuple[Array, Array, Array]:
         n = self.x.shape[0]
         real = slots < n
-        rows = jnp.where(real, slots, slots - n)
+        rows = lax.select(real, slots, slots - n)
 
         def take(a: Array) -> Array:  # rows are in [0, n) by construction: no bounds checks
             return a.at[rows].get(mode="promise_in_bounds")
 
-        batches = take(self.x), take(self.y), jnp.where(real, take(self.w), 0).astype(self.w.dtype)
+        w = take(self.w)
+        batches = take(self.x), take(self.y), lax.select(real, w, jnp.zeros_like(w))
         if self.plan is not None:
             batches = tuple(self.plan.constrain_batches(*batches))
         return batches
@@ -235,8 +237,13 @@ def _parts(spec: EpochSpec) -> _Parts:
 
     def begin(state: TrainState, x, y, w):
         state, order = begin_epoch(state, x.shape[0], spec.batch_size, spec.shuffle)
-        xs, ys, ws = Gather(x, y, w, spec.plan)(order[:1])
-        sums = zero_sums(lambda s: guard.step(step, s, xs[0], ys[0], ws[0], guard.init())[1], state)
+        # The logs' shapes, from a batch's shapes (traced, not gathered: no equations added).
+        batch = [jax.ShapeDtypeStruct((spec.batch_size, *a.shape[1:]), a.dtype) for a in (x, y, w)]
+
+        def logs(state: TrainState, xb, yb, wb):
+            return guard.step(step, state, xb, yb, wb, guard.init())[1]
+
+        sums = zero_sums(logs, state, *batch)
         if spec.log_every is not None:
             sums = sums._replace(trace=StepTrace.zeros(order.shape[0], spec.log_every))
         return state, order, sums, guard.init()

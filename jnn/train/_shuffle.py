@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -55,18 +54,29 @@ def _split(n: int) -> tuple[int, int]:
     return p, -(-n // p)
 
 
-def _cipher(keys: Sequence[Array], x: Array, p: int, q: int) -> Array:
+def _cipher(keys: Array, x: Array, p: int, q: int) -> Array:
     """One pass of the Feistel network: a bijection of ``[0, p * q)``, elementwise.
 
-    Unsigned integers only, so ``lax.div``/``lax.rem`` are floor division and modulo
-    (``jnp``'s ``//`` and ``%`` add sign corrections that cost trace and compile time).
+    ``keys``: the round keys, shaped ``(rounds // 2, 2)``. The rounds run as a
+    ``lax.scan`` of two rounds per iteration (one per radix, so the layout returns to
+    ``(Z_p, Z_q)``): the epoch program traces, lowers and compiles two rounds, not all
+    of them (unrolled, the rounds were a quarter of the seed epoch's equations, and XLA
+    repeated them in every gather they fed). Unsigned integers only, so ``lax.div`` and
+    ``lax.rem`` are floor division and modulo (``jnp``'s ``//`` and ``%`` add sign
+    corrections that cost trace and compile time).
     """
-    u, v = lax.div(x, jnp.uint32(q)), lax.rem(x, jnp.uint32(q))  # x = u * q + v
-    a, b = p, q
-    for k in keys:  # (u, v) -> (v, (u + F_k(v)) mod a): a bijection; the radices alternate
-        w = u + lax.rem(_hash(v, k), jnp.uint32(a))
-        u, v, a, b = v, jnp.where(w >= a, w - jnp.uint32(a), w), b, a
-    return u * jnp.uint32(b) + v  # an even number of rounds: the layout is (Z_p, Z_q) again
+
+    def two_rounds(uv: tuple[Array, Array], pair: Array) -> tuple[tuple[Array, Array], None]:
+        u, v = uv
+        for k, a in ((pair[0], jnp.uint32(p)), (pair[1], jnp.uint32(q))):
+            # (u, v) -> (v, (u + F_k(v)) mod a): a bijection; the radices alternate
+            w = u + lax.rem(_hash(v, k), a)
+            u, v = v, lax.select(w >= a, w - a, w)
+        return (u, v), None
+
+    uv = (lax.div(x, jnp.uint32(q)), lax.rem(x, jnp.uint32(q)))  # x = u * q + v
+    u, v = lax.scan(two_rounds, uv, keys)[0]
+    return u * jnp.uint32(q) + v
 
 
 # An epoch's randomness is ONE jax.random.split of the state's key into this many keys:
@@ -90,7 +100,7 @@ def shuffle(words: Array, n: int) -> Array:
     if n == 1:
         return jnp.zeros((1,), jnp.int32)
     p, q = _split(n)
-    keys = list(words[: ROUNDS if min(p, q) >= 16 else ROUNDS_SMALL_RADIX])
+    keys = words[: ROUNDS if min(p, q) >= 16 else ROUNDS_SMALL_RADIX].reshape(-1, 2)
     y = _cipher(keys, jnp.arange(n, dtype=jnp.uint32), p, q)
     if p * q > n:  # cycle walking: re-encrypt the few values that fell outside [0, n)
 

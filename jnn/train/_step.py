@@ -188,11 +188,14 @@ class NanGuard(NamedTuple):
         allow = jnp.bool_(True) if self.mode == "skip_batch" else g.first_bad < 0
         state, logs, finite = step(state, xb, yb, wb, allow)
         ok = jnp.logical_and(finite, allow)
-        logs = jax.tree.map(lambda v: jnp.where(ok, v, jnp.zeros_like(v)), logs)
-        first_bad = jnp.where(jnp.logical_and(g.first_bad < 0, ~finite), g.steps, g.first_bad)
+
+        def reject(v: Array) -> Array:  # lax.select: jnp.where is a jit of its own to trace
+            return jax.lax.select(ok, v, jnp.zeros_like(v))
+
+        first_bad = jax.lax.select(jnp.logical_and(g.first_bad < 0, ~finite), g.steps, g.first_bad)
         skipped = g.skipped + (~finite).astype(jnp.int32)
         g = GuardState(g.steps + 1, first_bad, skipped)
-        return state, logs, jnp.where(ok, wb, jnp.zeros_like(wb)), g
+        return state, jax.tree.map(reject, logs), reject(wb), g
 
     def check(self, where: str, g: GuardState, *, epoch: int, state, history, result_type) -> bool:
         """Act on an epoch's guard on the host: raise, or return True to stop; warn on skips."""

@@ -34,7 +34,7 @@ from jax import lax
 from jnn._typing import Array
 from jnn.layers._base import StatefulLayer
 from jnn.train._cache import compiler_options, program_cache, small_program
-from jnn.train._logs import MetricFns, StepTrace, Sums, batch_logs
+from jnn.train._logs import MetricFns, StepTrace, Sums, batch_logs, counted_only_if
 from jnn.train._optim import eval_params_fn
 from jnn.train._shuffle import shuffle as shuffle_slots
 from jnn.train._shuffle import split_epoch_key
@@ -156,9 +156,8 @@ def eval_scan(model: StatefulLayer, loss_fn, metric_fns: MetricFns, masked: bool
             xb, yb, wb, *valid = batch
             pred, _ = model.apply(params, model_state, xb, train=False)
             logs = batch_logs(loss_fn, metric_fns, pred, yb, wb)
-            if masked:  # a skipped step: weight 0 (where, not a product: values may be NaN)
-                logs = jax.tree.map(lambda v: jnp.where(valid[0], v, jnp.zeros_like(v)), logs)
-                wb = jnp.where(valid[0], wb, jnp.zeros_like(wb))
+            if masked:  # a skipped step: weight 0
+                logs, wb = counted_only_if(valid[0], logs, wb)
             return sums.add(logs, wb), None
 
         return jax.lax.scan(body, sums, batches)[0]

@@ -35,7 +35,7 @@ class MetricState:
 
     Adding two adds the statistics; :meth:`value` is the metric's result. The
     metric travels as static aux data, so the scan carry, ``eval_shape``, ``vmap``
-    and ``jnp.where`` over the logs (``jax.tree.map``) all see plain arrays.
+    and a select over the logs (``jax.tree.map``) all see plain arrays.
     """
 
     __slots__ = ("metric", "state")
@@ -109,6 +109,18 @@ def batch_logs(
         else:
             logs[name] = fn(pred, y, **kw)
     return logs
+
+
+def counted_only_if(ok: Array, logs: dict[str, Any], weights: Array) -> tuple[Any, Array]:
+    """A step's ``(logs, weights)``, zeroed unless ``ok`` (a traced bool scalar): a step the
+    NaN guard rejected, or a stream group's padding step, then adds nothing to the
+    :class:`Sums`. A select, not a product (the values may be NaN), and ``lax.select``,
+    not ``jnp.where`` (a jit of its own, traced and lowered into every epoch)."""
+
+    def zeroed(v: Array) -> Array:
+        return jax.lax.select(ok, v, jnp.zeros_like(v))
+
+    return jax.tree.map(zeroed, logs), zeroed(weights)
 
 
 def finish_logs(logs: dict[str, Any]) -> dict[str, Array]:
@@ -265,6 +277,7 @@ __all__ = [
     "STEP_LR",
     "host_logs",
     "batch_logs",
+    "counted_only_if",
     "metric_names",
     "resolve_metrics",
 ]

@@ -22,7 +22,13 @@ from jnn import losses as _losses
 from jnn._data import close_match
 from jnn._typing import Array, ArrayLike
 from jnn.layers._base import AnyLayer, StatefulLayer, _check_layer, stateful
-from jnn.train._logs import MetricFns, batch_logs, finish_logs, resolve_metrics
+from jnn.train._logs import (
+    MetricFns,
+    batch_logs,
+    counted_only_if,
+    finish_logs,
+    resolve_metrics,
+)
 from jnn.train._optim import build_tx
 from jnn.train._precision import (
     MIN_SCALE,
@@ -179,7 +185,7 @@ class NanGuard(NamedTuple):
 
         With ``"skip_batch"`` every finite step updates; otherwise nothing updates
         from the first non-finite step on (the state stays the one before it). A
-        rejected step's logs count with weight 0 (``where``, not a product: NaN * 0
+        rejected step's logs count with weight 0 (a select, not a product: NaN * 0
         is NaN). With the guard off it is the plain step.
         """
         if self.mode is None:
@@ -187,15 +193,11 @@ class NanGuard(NamedTuple):
             return state, logs, wb, g
         allow = jnp.bool_(True) if self.mode == "skip_batch" else g.first_bad < 0
         state, logs, finite = step(state, xb, yb, wb, allow)
-        ok = jnp.logical_and(finite, allow)
-
-        def reject(v: Array) -> Array:  # lax.select: jnp.where is a jit of its own to trace
-            return jax.lax.select(ok, v, jnp.zeros_like(v))
-
+        logs, wb = counted_only_if(jnp.logical_and(finite, allow), logs, wb)
         first_bad = jax.lax.select(jnp.logical_and(g.first_bad < 0, ~finite), g.steps, g.first_bad)
         skipped = g.skipped + (~finite).astype(jnp.int32)
         g = GuardState(g.steps + 1, first_bad, skipped)
-        return state, jax.tree.map(reject, logs), reject(wb), g
+        return state, logs, wb, g
 
     def check(self, where: str, g: GuardState, *, epoch: int, state, history, result_type) -> bool:
         """Act on an epoch's guard on the host: raise, or return True to stop; warn on skips."""

@@ -107,8 +107,9 @@ def _feistel_reference(words: np.ndarray, n: int) -> np.ndarray:
 @pytest.mark.parametrize("n", [2, 3, 7, 448, 1000, 4099])
 def test_shuffle_is_the_feistel_network_round_by_round(n):
     # The rounds run two at a time in a lax.scan: each round's key and radix must be the
-    # ones a plain unrolled network uses (an off-by-one key or a radix not alternating
-    # still permutes, so the uniformity test alone would not see it).
+    # ones a plain unrolled network uses (one round key used for both rounds of a pair
+    # still permutes uniformly, so the uniformity test alone would not see it; planted:
+    # it passed, this fails).
     with np.errstate(over="ignore"):
         for seed in range(3):
             words = split_epoch_key(jax.random.key(seed))[1]
